@@ -1,0 +1,79 @@
+"""Future Policy Approximation as one wrapper around any objective.
+
+Every objective's gradient is −Σ C_i ∇log π_θ(y_i). FPA evaluates the coefficients C at the
+future policy π̂ = softmax((1+λ)h_θ − λh_ref) under stop-gradient and keeps the gradient path
+through π_θ (arXiv 2509.19893). Generically: evaluate the objective at detached log-probs,
+differentiate with respect to them to read off C, and form the surrogate −Σ sg[C]·log π_θ.
+At λ = 0 the future policy is the current one and the gradient is the objective's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from fpa.objectives.base import Objective, ObjectiveInputs
+
+SIDES = ("both", "rejected", "chosen")
+
+
+def token_coefficients(objective: Objective, x: ObjectiveInputs) -> tuple[Tensor, Tensor]:
+    """C_t = −∂(Σ terms)/∂log π_t at the log-probs in ``x.policy`` (treated as a detached leaf).
+
+    Returns (coefficients [B, T], terms) — terms are the per-term losses at that point.
+    """
+    leaf = x.policy.detach().requires_grad_(True)
+    with torch.enable_grad():
+        terms = objective.terms(replace(x, policy=leaf))
+        (grad,) = torch.autograd.grad(terms.sum(), leaf, allow_unused=True)
+    coef = torch.zeros_like(leaf) if grad is None else -grad
+    return coef * x.mask, terms.detach()
+
+
+@dataclass
+class FPAOutput:
+    loss: Tensor  # value: the objective at the current policy; gradient: the FPA surrogate's
+    coef_current: Tensor  # [B] per-row coefficient Σ_t C_t at the current policy
+    coef_future: Tensor | None  # [B] the same at the future policy (None without a reference)
+
+
+@dataclass
+class FuturePolicy:
+    """``lam`` is λ ≥ 0; ``apply_to`` picks the rows whose coefficients come from the future policy."""
+
+    lam: float = 0.0
+    apply_to: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ValueError(f"fpa.lam must be >= 0, got {self.lam}")
+        if self.apply_to not in SIDES:
+            raise ValueError(f"fpa.apply_to must be one of {SIDES}, got {self.apply_to!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.lam > 0
+
+    def rows(self, x: ObjectiveInputs) -> Tensor:
+        """[B] bool: rows that take the future coefficient."""
+        n = x.policy.shape[0]
+        chosen = x.chosen if x.chosen is not None else torch.ones(n, dtype=torch.bool, device=x.policy.device)
+        if self.apply_to == "both":
+            return torch.ones_like(chosen)
+        return chosen if self.apply_to == "chosen" else ~chosen
+
+    def __call__(self, objective: Objective, x: ObjectiveInputs) -> FPAOutput:
+        coef_cur, terms = token_coefficients(objective, x)
+        coef, coef_fut = coef_cur, None
+        if x.future is not None and self.enabled:
+            coef_fut, _ = token_coefficients(objective, x.at_future())
+            coef = torch.where(self.rows(x)[:, None], coef_fut, coef_cur)
+        elif x.future is not None:
+            coef_fut = coef_cur  # λ = 0: the future policy is the current one
+        # d(terms.mean())/d log π = −C / n_terms, so this surrogate has the objective's gradient shape.
+        surrogate = -(coef * x.policy).sum() / terms.numel()
+        loss = surrogate - surrogate.detach() + terms.mean()
+        return FPAOutput(loss=loss, coef_current=coef_cur.sum(-1),
+                         coef_future=None if coef_fut is None else coef_fut.sum(-1))
