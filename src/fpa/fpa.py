@@ -32,10 +32,20 @@ def token_coefficients(objective: Objective, x: ObjectiveInputs) -> tuple[Tensor
     return coef * x.mask, terms.detach()
 
 
+def row_coefficients(coef: Tensor, mask: Tensor, reduce: str) -> Tensor:
+    """[B] coefficient on each row's sequence log-prob (summed or length-normalised, per ``reduce``).
+
+    For a summed sequence every token carries the same C, so C is the token mean; for a
+    length-normalised one each token carries C/|y|, so C is the token sum.
+    """
+    total = coef.sum(-1)
+    return total / mask.sum(-1) if reduce == "sum" else total
+
+
 @dataclass
 class FPAOutput:
     loss: Tensor  # value: the objective at the current policy; gradient: the FPA surrogate's
-    coef_current: Tensor  # [B] per-row coefficient Σ_t C_t at the current policy
+    coef_current: Tensor  # [B] per-row sequence coefficient at the current policy (+ chosen, − rejected)
     coef_future: Tensor | None  # [B] the same at the future policy (None without a reference)
 
 
@@ -75,5 +85,6 @@ class FuturePolicy:
         # d(terms.mean())/d log π = −C / n_terms, so this surrogate has the objective's gradient shape.
         surrogate = -(coef * x.policy).sum() / terms.numel()
         loss = surrogate - surrogate.detach() + terms.mean()
-        return FPAOutput(loss=loss, coef_current=coef_cur.sum(-1),
-                         coef_future=None if coef_fut is None else coef_fut.sum(-1))
+        reduce = getattr(objective, "reduce", "sum")
+        return FPAOutput(loss=loss, coef_current=row_coefficients(coef_cur, x.mask, reduce),
+                         coef_future=None if coef_fut is None else row_coefficients(coef_fut, x.mask, reduce))

@@ -1,0 +1,71 @@
+"""fpa-train: base model → SFT warm start (reference) → trajectories → objective (+FPA) → held-out eval.
+
+    fpa-train                          # FPA-DPO on the embedded default
+    fpa-train fpa.lam=0                # DPO, reusing the cached reference and trajectories
+    fpa-train experiment=smoke         # every stage at toy size
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fpa.cli.conf_dir import conf_dir
+from fpa.stages.evaluate import evaluate_model
+from fpa.stages.prepare import base_model
+from fpa.stages.sample import generate_trajectories
+from fpa.stages.train import train_policy
+from fpa.stages.warm_start import warm_start
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - start, 1)
+        return result
+
+    base, base_ident = timed("prepare", base_model, cfg)
+    reference, ref_ident = timed("sft", warm_start, cfg, base, base_ident)
+    trajectories, _ = timed("generate", generate_trajectories, cfg, reference, ref_ident)
+    loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in cfg.logger.values()]
+    policy = timed("train", train_policy, cfg, reference, trajectories, run_dir, loggers)
+    ref_eval = timed("eval_reference", evaluate_model, cfg, reference, ident=ref_ident)
+    pol_eval = timed("eval_policy", evaluate_model, cfg, str(policy), out=run_dir / "eval")
+    for lg in loggers:
+        lg.log_metrics({"eval/reference/pass@1": ref_eval["pass@1"], "eval/policy/pass@1": pol_eval["pass@1"]})
+        lg.finalize("success")
+    results = {"objective": cfg.objective._target_.rsplit(".", 1)[-1], "fpa": dict(cfg.fpa),
+               "reference": ref_eval, "policy": pol_eval, "stage_seconds": timings,
+               "paths": {"reference": reference, "trajectories": str(trajectories), "policy": str(policy)}}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print_table(results)
+    return results
+
+
+def print_table(results: dict) -> None:
+    name = f"{results['objective']} (λ={results['fpa']['lam']}, {results['fpa']['apply_to']})"
+    rows = [("reference", results["reference"]), (name, results["policy"])]
+    print(f"\n| model | {results['reference']['benchmark']} pass@1 | outcome | process |\n|---|---|---|---|")
+    for label, r in rows:
+        proc = "-" if r["process"] is None else f"{r['process']:.3f}"
+        print(f"| {label} | {r['pass@1']:.3f} | {r['outcome']:.3f} | {proc} |")
+    print("stage seconds:", results["stage_seconds"])
+
+
+@hydra.main(config_path=conf_dir(), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

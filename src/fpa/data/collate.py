@@ -1,0 +1,98 @@
+"""Pad tokenised examples into model rows: prompt + completion (+EOS), with a completion mask.
+
+Each example kind turns into rows (prompt ids, completion ids, chosen, reward, group); the
+objective's ``data`` kind picks the row builder. Pairs put all chosen rows first, then all
+rejected rows, so pair i is rows i and i + B/2 (the layout ``ObjectiveInputs`` expects).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Row = tuple[list[int], list[int], bool, float, int]  # prompt, completion, chosen, reward, group
+
+
+def _pair_rows(examples) -> list[Row]:
+    chosen = [(e["prompt_ids"], e["chosen_ids"], True, 1.0, i) for i, e in enumerate(examples)]
+    rejected = [(e["prompt_ids"], e["rejected_ids"], False, 0.0, i) for i, e in enumerate(examples)]
+    return chosen + rejected
+
+
+def _unpaired_rows(examples) -> list[Row]:
+    return [(e["prompt_ids"], e["completion_ids"], bool(e["label"]), float(e["label"]), i)
+            for i, e in enumerate(examples)]
+
+
+def _group_rows(examples) -> list[Row]:
+    return [(e["prompt_ids"], c, r > 0.5, r, i)
+            for i, e in enumerate(examples) for c, r in zip(e["completions_ids"], e["rewards"])]
+
+
+def _correct_rows(examples) -> list[Row]:
+    return [(e["prompt_ids"], e["completion_ids"], True, 1.0, i) for i, e in enumerate(examples)]
+
+
+ROW_BUILDERS = {"pairs": _pair_rows, "unpaired": _unpaired_rows, "groups": _group_rows, "correct": _correct_rows}
+
+
+def shared_token_flags(a: list[int], b: list[int]) -> tuple[list[bool], list[bool]]:
+    """Per-token flags: is this token part of the longest matching blocks the two sequences share?"""
+    fa, fb = [False] * len(a), [False] * len(b)
+    for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            fa[block.a + k] = fb[block.b + k] = True
+    return fa, fb
+
+
+def pad_rows(rows: list[Row], pad_id: int, extra_masks: list[list[bool]] | None = None) -> dict[str, torch.Tensor]:
+    width = max(len(p) + len(c) for p, c, *_ in rows)
+    n = len(rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    comp = torch.zeros((n, width), dtype=torch.bool)
+    extra = torch.zeros((n, width), dtype=torch.bool) if extra_masks is not None else None
+    for i, (p, c, *_rest) in enumerate(rows):
+        seq = p + c
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        comp[i, len(p): len(seq)] = True
+        if extra is not None:
+            extra[i, len(p): len(seq)] = torch.tensor(extra_masks[i], dtype=torch.bool)
+    out = {"input_ids": ids, "attention_mask": attn, "completion_mask": comp,
+           "chosen": torch.tensor([r[2] for r in rows]), "reward": torch.tensor([float(r[3]) for r in rows]),
+           "group": torch.tensor([r[4] for r in rows])}
+    if extra is not None:
+        out["shared_mask"] = extra
+    return out
+
+
+@dataclass
+class Collator:
+    kind: str
+    pad_id: int
+    kl_rows: bool = False  # KTO: add mismatched (prompt_i, completion_{i-1}) rows
+    shared_tokens: bool = True  # pairs: mark tokens chosen and rejected share (diagnostics)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ROW_BUILDERS:
+            raise ValueError(f"unknown data kind {self.kind!r}; expected one of {sorted(ROW_BUILDERS)}")
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = ROW_BUILDERS[self.kind](examples)
+        flags = None
+        if self.kind == "pairs" and self.shared_tokens:
+            half = len(rows) // 2
+            pairs = [shared_token_flags(rows[i][1], rows[i + half][1]) for i in range(half)]
+            flags = [fa for fa, _ in pairs] + [fb for _, fb in pairs]
+        batch = pad_rows(rows, self.pad_id, flags)
+        if self.kl_rows:
+            if len(rows) < 2:
+                raise ValueError("KTO's KL estimate needs at least 2 rows per batch")
+            mismatched = [(rows[i][0], rows[i - 1][1], False, 0.0, i) for i in range(len(rows))]
+            batch.update({f"kl_{k}": v for k, v in pad_rows(mismatched, self.pad_id).items()
+                          if k in ("input_ids", "attention_mask", "completion_mask")})
+        return batch

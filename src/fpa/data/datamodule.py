@@ -1,0 +1,91 @@
+"""LightningDataModule serving training examples built from trajectories (or gold solutions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from fpa.data.collate import Collator
+from fpa.data.examples import BUILDERS
+
+
+def tokenize_example(example: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """Token ids for every text field; completions end with EOS so the model learns to stop."""
+    def enc(text: str, eos: bool) -> list[int]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids + [tokenizer.eos_token_id] if eos else ids
+
+    out = {k: v for k, v in example.items() if k not in ("prompt", "chosen", "rejected", "completion", "completions")}
+    out["prompt_ids"] = enc(example["prompt"], eos=False)
+    for field in ("chosen", "rejected", "completion"):
+        if field in example:
+            out[f"{field}_ids"] = enc(example[field], eos=True)
+    if "completions" in example:
+        out["completions_ids"] = [enc(c, eos=True) for c in example["completions"]]
+    return out
+
+
+def example_length(ex: dict[str, Any]) -> int:
+    comps = [ex[k] for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in ex] + ex.get("completions_ids", [])
+    return len(ex["prompt_ids"]) + max(len(c) for c in comps)
+
+
+class TrajectoryDataModule(L.LightningDataModule):
+    """Examples of the objective's data kind; over-long examples are dropped or truncated.
+
+    ``examples`` may be given directly (e.g. gold solutions for the SFT warm start) or built
+    from ``trajectories`` with the pairing options.
+    """
+
+    def __init__(self, tokenizer, kind: str, trajectories: list[dict] | None = None,
+                 examples: list[dict] | None = None, batch_size: int = 16, max_length: int = 512,
+                 overlong: str = "drop", pairing: str = "cap", max_pairs_per_problem: int = 4, seed: int = 0,
+                 kl_rows: bool = False, shared_tokens: bool = True, num_workers: int = 0) -> None:
+        super().__init__()
+        if overlong not in ("drop", "truncate"):
+            raise ValueError(f"data.overlong must be drop | truncate, got {overlong!r}")
+        if examples is None:
+            if trajectories is None:
+                raise ValueError("TrajectoryDataModule needs trajectories or examples")
+            examples = BUILDERS[kind](trajectories, strategy=pairing, max_per_problem=max_pairs_per_problem,
+                                      seed=seed)
+        self.tokenizer, self.kind, self.batch_size, self.seed = tokenizer, kind, batch_size, seed
+        self.max_length, self.overlong, self.num_workers = max_length, overlong, num_workers
+        self.raw_examples = examples
+        self.collate = Collator(kind, tokenizer.pad_token_id, kl_rows=kl_rows, shared_tokens=shared_tokens)
+        self.train_set: list[dict] | None = None
+        self.n_dropped = 0
+
+    def _fit(self, ex: dict[str, Any]) -> dict[str, Any] | None:
+        if example_length(ex) <= self.max_length:
+            return ex
+        if self.overlong == "drop":
+            return None
+        room = self.max_length - len(ex["prompt_ids"])
+        if room < 2:
+            return None
+        for k in ("chosen_ids", "rejected_ids", "completion_ids"):
+            if k in ex:
+                ex[k] = ex[k][:room]
+        if "completions_ids" in ex:
+            ex["completions_ids"] = [c[:room] for c in ex["completions_ids"]]
+        return ex
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        fitted = [self._fit(tokenize_example(e, self.tokenizer)) for e in self.raw_examples]
+        self.train_set = [e for e in fitted if e is not None]
+        self.n_dropped = len(fitted) - len(self.train_set)
+        if not self.train_set:
+            raise ValueError(f"no training examples of kind {self.kind!r} "
+                             f"({len(self.raw_examples)} built, {self.n_dropped} over max_length={self.max_length})")
+
+    def train_dataloader(self) -> DataLoader:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=gen,
+                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=False)

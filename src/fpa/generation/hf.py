@@ -1,0 +1,66 @@
+"""Sampling backend on transformers ``generate`` (batched, KV cache); runs on CPU and GPU."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class Sample:
+    prompt_index: int
+    sample_index: int
+    completion: str
+    finish_reason: str  # "stop" (EOS) or "length"
+    n_tokens: int
+
+
+@dataclass
+class HFGenerator:
+    model: object
+    tokenizer: object
+    batch_size: int = 64
+    max_new_tokens: int = 64
+    progress: bool = True
+    tokens_per_second: float = 0.0  # of the last ``sample`` call
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+               seed: int = 0, desc: str = "generate") -> list[Sample]:
+        """``n`` completions per prompt. The same seed and batch size give the same samples."""
+        jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        tok = self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out, n_tokens, start = [], 0, time.perf_counter()
+        bar = tqdm(total=len(jobs), desc=desc, disable=not self.progress, leave=False)
+        try:
+            for b, s in enumerate(range(0, len(jobs), self.batch_size)):
+                chunk = jobs[s: s + self.batch_size]
+                enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+                torch.manual_seed(seed * 1_000_003 + b)
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
+                    else {"do_sample": False}
+                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                          eos_token_id=tok.eos_token_id, top_k=None, **sampling)
+                new = gen[:, enc["input_ids"].shape[1]:]
+                for (i, j), row in zip(chunk, new.tolist()):
+                    stop = tok.eos_token_id in row
+                    row = row[: row.index(tok.eos_token_id)] if stop else row
+                    n_tokens += len(row) + int(stop)
+                    out.append(Sample(i, j, tok.decode(row, skip_special_tokens=True), "stop" if stop else "length",
+                                      len(row)))
+                bar.update(len(chunk))
+                bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.0f}")
+        finally:
+            bar.close()
+            tok.padding_side = side
+            self.model.train(was_training)
+        self.tokens_per_second = n_tokens / max(time.perf_counter() - start, 1e-9)
+        return out
