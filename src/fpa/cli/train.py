@@ -62,9 +62,22 @@ def print_table(results: dict) -> None:
     print("stage seconds:", results["stage_seconds"])
 
 
+def write_status(run_dir: Path, status: str, **extra) -> None:
+    """``status.json``: running / finished / failed, so reports list failed and unfinished runs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2, default=str))
+
+
 @hydra.main(config_path=conf_dir(), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_status(run_dir, "running")
+    try:
+        run(cfg, run_dir)
+    except BaseException as err:
+        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    write_status(run_dir, "finished")
 
 
 if __name__ == "__main__":

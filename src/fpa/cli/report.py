@@ -1,0 +1,43 @@
+"""fpa-report: aggregate a multirun directory (or run directories) into a table and plots.
+
+    fpa-report runs=outputs/multirun/2026-11-29_12-00-00        # writes report.md/.csv and plots there
+    fpa-report 'runs=[outputs/runs/a,outputs/runs/b]' out=docs/results
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from fpa.cli.conf_dir import conf_dir
+
+from fpa.reporting.plots import all_plots
+from fpa.reporting.runs import load_runs
+from fpa.reporting.table import markdown_table, results_frame
+
+
+def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
+    runs = load_runs(roots)
+    if not runs:
+        raise SystemExit(f"fpa-report: no run directories under {', '.join(map(str, roots))}")
+    frame = results_frame(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "report.csv", index=False)
+    table = markdown_table(frame, runs)
+    (out / "report.md").write_text(table)
+    return table, all_plots(runs, out)
+
+
+@hydra.main(config_path=conf_dir(), config_name="report", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    roots = [str(r) for r in cfg.runs] if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
+    table, plots = report(roots, Path(cfg.out or roots[0]))
+    print(table)
+    for p in plots:
+        print("plot:", p)
+
+
+if __name__ == "__main__":
+    main()

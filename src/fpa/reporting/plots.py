@@ -1,0 +1,79 @@
+"""PNG plots from runs' metric curves: one panel per objective, FPA off against FPA on."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fpa.reporting.runs import Run  # noqa: E402
+
+
+def _mean_curve(runs: list[Run], column: str) -> pd.Series | None:
+    curves = []
+    for r in runs:
+        if r.metrics is None or column not in r.metrics or "step" not in r.metrics:
+            continue
+        s = r.metrics[["step", column]].dropna().groupby("step")[column].mean()
+        if len(s):
+            curves.append(s)
+    return pd.concat(curves, axis=1).mean(axis=1) if curves else None
+
+
+def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path, ylabel: str) -> Path | None:
+    """Panel per objective; a line per (method label, column) averaged over seeds."""
+    by_objective: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.metrics is not None:
+            by_objective[r.objective][r.label].append(r)
+    panels = [(obj, labels) for obj, labels in sorted(by_objective.items())
+              if any(_mean_curve(rs, c) is not None for rs in labels.values() for c in columns.values())]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=False)
+    for ax, (obj, labels) in zip(axes[0], panels):
+        for label, rs in sorted(labels.items()):
+            for name, col in columns.items():
+                curve = _mean_curve(rs, col)
+                if curve is not None:
+                    style = "-" if label == obj else "--"  # FPA variants dashed
+                    ax.plot(curve.index, curve.values, style, label=f"{label} {name}".strip(), linewidth=1.4)
+        ax.set_title(obj)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def eval_columns(runs: list[Run]) -> dict[str, str]:
+    """The pass@1 curve per benchmark logged during training (the average when there are several)."""
+    cols = sorted({c for r in runs if r.metrics is not None for c in r.metrics.columns
+                   if c.startswith("eval/") and c.endswith("/pass@1") and "reference" not in c})
+    if "eval/avg/pass@1" in cols:
+        return {"": "eval/avg/pass@1"}
+    return {c.split("/")[1] if len(cols) > 1 else "": c for c in cols}
+
+
+def all_plots(runs: list[Run], out: Path) -> list[Path]:
+    made = [
+        curve_grid(runs, eval_columns(runs), "held-out pass@1 during training", out / "pass1_vs_step.png",
+                   "pass@1"),
+        curve_grid(runs, {"chosen": "train/logps/chosen", "rejected": "train/logps/rejected"},
+                   "sequence log-probs of chosen (correct) and rejected completions", out / "logps_vs_step.png",
+                   "log π(y|x)"),
+        curve_grid(runs, {"chosen": "train/coef/future/chosen", "rejected": "train/coef/future/rejected"},
+                   "gradient coefficients at the policy they are taken from", out / "coef_vs_step.png",
+                   "coefficient"),
+    ]
+    return [p for p in made if p is not None]

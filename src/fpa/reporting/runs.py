@@ -1,0 +1,95 @@
+"""Discover training runs on disk and read what they wrote: config, status, results, metric curves.
+
+Works from local files only (no W&B account): Hydra's ``.hydra/config.yaml``, the run's
+``status.json`` and ``results.json``, and the CSV logger's ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+
+@dataclass
+class Run:
+    path: Path
+    status: str  # finished | failed | unfinished
+    config: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] | None = None
+    error: str | None = None
+    metrics: pd.DataFrame | None = None
+
+    @property
+    def objective(self) -> str:
+        target = self.config.get("objective", {}).get("_target_", "?")
+        return target.rsplit(".", 1)[-1]
+
+    @property
+    def lam(self) -> float:
+        return float(self.config.get("fpa", {}).get("lam", 0.0))
+
+    @property
+    def apply_to(self) -> str:
+        return self.config.get("fpa", {}).get("apply_to", "both")
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def label(self) -> str:
+        if self.lam == 0:
+            return self.objective
+        side = "" if self.apply_to == "both" else f", {self.apply_to}"
+        return f"FPA-{self.objective} (λ={self.lam:g}{side})"
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").exists() or (path / "status.json").exists() \
+        or (path / "results.json").exists()
+
+
+def find_run_dirs(roots: list[str | Path]) -> list[Path]:
+    """Run directories at or below each root (a multirun directory or single runs)."""
+    found: list[Path] = []
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"fpa-report: no such directory: {root}")
+        if _is_run_dir(root):
+            found.append(root)
+            continue
+        found += sorted({p.parent.parent for p in root.glob("**/.hydra/config.yaml")} |
+                        {p.parent for p in root.glob("**/status.json")}, key=str)
+    return found
+
+
+def read_metrics(path: Path) -> pd.DataFrame | None:
+    files = sorted(path.glob("csv/*/metrics.csv"))
+    if not files:
+        return None
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def load_run(path: Path) -> Run:
+    config_file = path / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    status_file, results_file = path / "status.json", path / "results.json"
+    status = json.loads(status_file.read_text()) if status_file.exists() else {}
+    results = json.loads(results_file.read_text()) if results_file.exists() else None
+    if results is not None and status.get("status", "finished") == "finished":
+        state = "finished"
+    elif status.get("status") == "failed":
+        state = "failed"
+    else:
+        state = "unfinished"  # started and never reported an end: killed, or still running
+    return Run(path=path, status=state, config=config or status.get("config", {}), results=results,
+               error=status.get("error"), metrics=read_metrics(path))
+
+
+def load_runs(roots: list[str | Path]) -> list[Run]:
+    return [load_run(p) for p in find_run_dirs(roots)]

@@ -1,0 +1,54 @@
+"""fpa-report on a hand-built multirun directory: the table's numbers, the plots, failed runs listed."""
+
+import json
+import statistics
+
+import pandas as pd
+import yaml
+
+from fpa.cli.report import report
+
+
+def _run(root, name, objective, lam, seed, curve, status="finished"):
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"objective": {"_target_": f"fpa.objectives.x.{objective}"}, "fpa": {"lam": lam, "apply_to": "both"},
+         "seed": seed}))
+    (d / "status.json").write_text(json.dumps({"status": status, **({"error": "ValueError: boom"}
+                                                                  if status == "failed" else {})}))
+    if status != "finished":
+        return
+    steps = list(range(0, 10 * len(curve), 10))
+    (d / "csv" / "version_0").mkdir(parents=True)
+    pd.DataFrame({"step": steps, "eval/arith/pass@1": curve, "train/logps/chosen": [-3.0] * len(curve),
+                  "train/logps/rejected": [-4.0] * len(curve), "train/coef/future/chosen": [0.05] * len(curve),
+                  "train/coef/future/rejected": [-0.05] * len(curve)}).to_csv(d / "csv/version_0/metrics.csv",
+                                                                            index=False)
+    (d / "results.json").write_text(json.dumps({
+        "reference": {"benchmark": "arith", "pass@1": 0.4}, "policy": {"benchmark": "arith", "pass@1": curve[-1]}}))
+
+
+def test_report_table_plots_and_failed_runs(tmp_path):
+    root = tmp_path / "multirun"
+    _run(root, "0", "DPO", 0.0, 0, [0.40, 0.50, 0.45])
+    _run(root, "1", "DPO", 0.0, 1, [0.40, 0.42, 0.44])
+    _run(root, "2", "DPO", 1.0, 0, [0.40, 0.55, 0.60])
+    _run(root, "3", "KTO", 1.0, 0, [], status="failed")
+    _run(root, "4", "KTO", 0.0, 0, [], status="running")
+    table, plots = report([str(root)], tmp_path / "out")
+
+    frame = pd.read_csv(tmp_path / "out" / "report.csv")
+    dpo = frame[(frame.method == "DPO") & (frame.benchmark == "arith")].iloc[0]
+    assert dpo.final_mean == statistics.mean([0.45, 0.44]) and dpo.n == 2
+    assert abs(dpo.final_std - statistics.stdev([0.45, 0.44])) < 1e-12
+    assert dpo.best_mean == statistics.mean([0.50, 0.44])
+    fpa = frame[frame.method == "FPA-DPO (λ=1)"].iloc[0]
+    assert fpa.final_mean == 0.60 and fpa.n == 1
+    assert abs(frame[frame.method == "reference"].iloc[0].final_mean - 0.4) < 1e-12
+
+    assert "| DPO | arith | 0.445 ± 0.007 | 0.470 ± 0.042 | 2 |" in table
+    assert "failed (ValueError: boom)" in table and "FPA-KTO (λ=1)" in table
+    assert "unfinished" in table
+    assert {p.name for p in plots} == {"pass1_vs_step.png", "logps_vs_step.png", "coef_vs_step.png"}
+    assert all(p.stat().st_size > 1000 for p in plots)
