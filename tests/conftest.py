@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import fpa.cli.conf_dir  # noqa: F401  (registers the config resolvers)
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -30,3 +32,9 @@ def smoke_cfg(tmp_path):
 def smoke_cache(tmp_path_factory) -> Path:
     """One cache directory shared by the end-to-end tests, so the warm start is built once."""
     return tmp_path_factory.mktemp("smoke-cache")
+
+
+# Tiny models gain nothing from intra-op threads; one thread keeps the suite fast on a shared 2-core machine.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

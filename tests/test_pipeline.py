@@ -18,7 +18,7 @@ def test_smoke_pipeline_runs_every_stage_and_reuses_cache(smoke_cfg, smoke_cache
     assert (tmp_path / "fpa" / "policy" / "config.json").exists()
     assert (tmp_path / "fpa" / "eval" / "samples.jsonl").exists()
     # The trajectories are a datasets-loadable set with every field the design lists.
-    traj = datasets.Dataset.from_parquet(saved["paths"]["trajectories"])
+    traj = datasets.load_dataset("parquet", data_dir=saved["paths"]["trajectories"], split="train")
     assert {"problem_id", "prompt", "completion", "extracted_answer", "reward", "generator"} <= set(traj.column_names)
     assert traj[0]["generator"]["temperature"] == 1.0
     # Training logged the diagnostics to CSV.

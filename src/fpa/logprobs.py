@@ -109,7 +109,12 @@ class CompletionLogProbs:
 
 def _final_hidden(model, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None) -> Tensor:
     kwargs = {"position_ids": position_ids} if position_ids is not None else {}
-    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+    if position_ids is not None and bool(attention_mask.all()):
+        # A packed row: transformers masks attention per sequence from position_ids only when no
+        # 2D mask is given (an all-ones mask would let sequences attend to each other).
+        attention_mask = None
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                            **kwargs).last_hidden_state
 
 
 def _output_weight(model) -> Tensor:
@@ -119,6 +124,15 @@ def _output_weight(model) -> Tensor:
     return head.weight
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except (RuntimeError, TypeError):  # a device type without autocast
+        pass
+    return None
+
+
 def completion_logprobs(policy, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
                         reference=None, lam: float = 0.0, chunk_size: int = 1024,
                         position_ids: Tensor | None = None) -> CompletionLogProbs:
@@ -126,17 +140,32 @@ def completion_logprobs(policy, input_ids: Tensor, attention_mask: Tensor, compl
 
     ``completion_mask[b, t]`` is True where token t belongs to the completion; prompt tokens and
     padding are never scored. Position t of the result scores token t+1 of ``input_ids``.
+
+    Under autocast (``precision=bf16-mixed``) the chunked output layer runs in the autocast dtype
+    with autocast off, so forward and backward use the same logits (softmax statistics in fp32).
+    Every parameter is read here; a sharded (FSDP) model must call this inside its root forward
+    (``fpa.module.OfflineRLModule.forward``), where the parameters are gathered.
     """
     mask = completion_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
     targets = input_ids[:, 1:][mask]
     hidden = _final_hidden(policy, input_ids, attention_mask, position_ids)[:, :-1][mask]
+    weight = _output_weight(policy)
     ref_hidden = ref_weight = None
     if reference is not None:
         with torch.no_grad():
             ref_hidden = _final_hidden(reference, input_ids, attention_mask, position_ids)[:, :-1][mask]
             ref_weight = _output_weight(reference)
-    pol, ref, fut = chunked_token_logprobs(hidden, _output_weight(policy), targets, ref_hidden, ref_weight,
-                                           lam=lam, chunk_size=chunk_size)
+    amp = _autocast_dtype(hidden.device.type)
+    if amp is not None:
+        hidden, weight = hidden.to(amp), weight.to(amp)
+        if reference is not None:
+            ref_hidden, ref_weight = ref_hidden.to(amp), ref_weight.to(amp)
+        with torch.autocast(hidden.device.type, enabled=False):
+            pol, ref, fut = chunked_token_logprobs(hidden, weight, targets, ref_hidden, ref_weight, lam=lam,
+                                                   chunk_size=chunk_size)
+    else:  # a reference in another dtype (bf16 next to an fp32 policy) is fine: logits are upcast per chunk
+        pol, ref, fut = chunked_token_logprobs(hidden, weight, targets, ref_hidden, ref_weight, lam=lam,
+                                               chunk_size=chunk_size)
 
     def scatter(values: Tensor | None) -> Tensor | None:
         if values is None:

@@ -1,18 +1,33 @@
-"""LightningModule: a trainable policy, a frozen reference (loaded only when used), one objective, FPA."""
+"""LightningModule: a trainable policy, a frozen reference (loaded only when used), one objective, FPA.
+
+``forward`` is the one place parameters are used: it returns the completion log-probs of the policy
+(with gradient), the reference and the future policy. Under ``trainer=fsdp`` the module is the FSDP
+root (see :mod:`fpa.strategies`), so the policy's output layer, read directly by the chunked
+log-probs, is gathered there; on one device ``forward`` is a plain call.
+
+Checkpoints hold the policy, the optimizer and the scheduler, never the frozen reference (it is
+reloaded from ``reference_path``); they load with ``weights_only=True``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import partial
+from typing import Iterator
 
 import lightning as L
 import torch
 
 from fpa.diagnostics import batch_diagnostics
 from fpa.fpa import FuturePolicy
-from fpa.logprobs import completion_logprobs
+from fpa.guards import check_finite_loss
+from fpa.logprobs import CompletionLogProbs, completion_logprobs
 from fpa.models.loading import load_model
+from fpa.data.packing import unpack_logprobs
 from fpa.objectives.base import Objective, ObjectiveInputs
+
+REFERENCE = "reference."
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -22,25 +37,63 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _drop_reference(module, state_dict, prefix, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + REFERENCE)]:
+        del state_dict[key]
+
+
+def _reference_not_expected(module, incompatible_keys) -> None:
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not k.startswith(REFERENCE)]
+
+
+@contextlib.contextmanager
+def _gathered(model) -> Iterator[None]:
+    """A sharded (FSDP2) frozen model's own parameters gathered for the duration; a no-op otherwise."""
+    from fpa.strategies import is_sharded
+
+    if model is None or not is_sharded(model):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
+
+
 class OfflineRLModule(L.LightningModule):
     def __init__(self, policy_path: str, objective: Objective, fpa: FuturePolicy | None = None,
                  reference_path: str | None = None, lr: float = 1e-5, weight_decay: float = 0.0,
                  warmup_steps: int = 0, total_steps: int = 1000, min_lr_ratio: float = 1.0,
                  chunk_size: int = 1024, dtype: str = "float32", gradient_checkpointing: bool = False,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, policy_dtype: str | None = None,
+                 sync_loss: bool = True) -> None:
         super().__init__()
+        # Plain values only (strings, numbers): checkpoints stay loadable with weights_only=True.
+        self.save_hyperparameters(ignore=["objective", "fpa"])
         self.objective = objective
         self.fpa = fpa or FuturePolicy()
+        self.hparams["objective"] = f"{type(objective).__module__}.{type(objective).__qualname__}"
+        self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to}
         self.uses_reference = objective.needs_reference or self.fpa.enabled
-        self.policy = load_model(policy_path, dtype, trust_remote_code)
+        # The policy's master weights: fp32 under bf16-mixed (policy_dtype), else the model's dtype.
+        self.policy = load_model(policy_path, policy_dtype or dtype, trust_remote_code)
+        self.policy.config.use_cache = False  # training never decodes: no KV cache
+        # from_pretrained returns eval mode and Lightning keeps submodule modes as found: without this,
+        # dropout and gradient checkpointing (active only in training mode) would be silently off.
+        self.policy.train()
         if gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable()
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference = None
         if self.uses_reference:
             self.reference = load_model(reference_path or policy_path, dtype, trust_remote_code, frozen=True)
-        self.lr, self.weight_decay, self.chunk_size = lr, weight_decay, chunk_size
+            self.reference.config.use_cache = False
+        self.lr, self.weight_decay, self.chunk_size, self.sync_loss = lr, weight_decay, chunk_size, sync_loss
         self.schedule = partial(warmup_cosine, warmup=max(1, warmup_steps), total=total_steps,
                                 min_ratio=min_lr_ratio)
+        self.register_state_dict_post_hook(_drop_reference)
+        self.register_load_state_dict_post_hook(_reference_not_expected)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -48,15 +101,45 @@ class OfflineRLModule(L.LightningModule):
             self.reference.eval()  # dropout etc. stay off in the frozen reference
         return self
 
+    def configure_model(self) -> None:
+        """Shard policy and reference over the data-parallel mesh under ``trainer=fsdp``; else nothing."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        from fpa.strategies import shard_policy_and_reference
+
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        shard_policy_and_reference(self, self.policy, self.reference, dp,
+                                   precision=str(self.trainer.precision) if self._trainer is not None else None,
+                                   reshard_after_forward=getattr(strategy, "reshard_after_forward", True))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> tuple:
+        """(policy, mask, reference, future) token log-probs [B, T-1]; reference/future None without one.
+
+        A tuple of tensors (not a dataclass) so that FSDP's hooks see the outputs.
+        """
+        with _gathered(self.reference):
+            lp = completion_logprobs(self.policy, input_ids, attention_mask, completion_mask,
+                                     reference=self.reference, lam=self.fpa.lam, chunk_size=self.chunk_size,
+                                     position_ids=position_ids)
+        return lp.policy, lp.mask, lp.reference, lp.future
+
+    def logprobs(self, input_ids, attention_mask, completion_mask, position_ids=None) -> CompletionLogProbs:
+        pol, mask, ref, fut = self(input_ids, attention_mask, completion_mask, position_ids)
+        return CompletionLogProbs(policy=pol, mask=mask, reference=ref, future=fut)
+
     def objective_inputs(self, batch: dict[str, torch.Tensor]) -> ObjectiveInputs:
-        lp = completion_logprobs(self.policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                                 reference=self.reference, lam=self.fpa.lam, chunk_size=self.chunk_size)
+        if "packed_input_ids" in batch:  # padding-free: one row, positions restarting per sequence
+            lp = unpack_logprobs(self.logprobs(batch["packed_input_ids"], batch["packed_attention_mask"],
+                                               batch["packed_completion_mask"], batch["packed_position_ids"]), batch)
+        else:
+            lp = self.logprobs(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         kl = None
         if self.objective.needs_kl_rows:
             with torch.no_grad():
-                k = completion_logprobs(self.policy, batch["kl_input_ids"], batch["kl_attention_mask"],
-                                        batch["kl_completion_mask"], reference=self.reference, lam=self.fpa.lam,
-                                        chunk_size=self.chunk_size)
+                k = self.logprobs(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
             kl = ObjectiveInputs(policy=k.policy.detach(), mask=k.mask, reference=k.reference, future=k.future)
         return ObjectiveInputs(policy=lp.policy, mask=lp.mask, reference=lp.reference, future=lp.future,
                                chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl)
@@ -64,14 +147,25 @@ class OfflineRLModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x = self.objective_inputs(batch)
         out = self.fpa(self.objective, x)
+        trainer = self._trainer
+        if trainer is not None:
+            world = trainer.world_size
+            check_finite_loss(out.loss, trainer, batch_idx, world,
+                              reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
         shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
-        metrics = {"train/loss": out.loss.detach(), **{f"train/{k}": v for k, v in
-                                                       batch_diagnostics(x, out, self.objective.data, shared).items()}}
-        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, batch_size=x.policy.shape[0])
-        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=x.policy.shape[0])
+        n = x.policy.shape[0]
+        diag = batch_diagnostics(x, out, self.objective.data, shared)
+        self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=False, batch_size=n,
+                 sync_dist=self.sync_loss)  # the global batch's loss: the mean over data-parallel ranks
+        with torch.no_grad():
+            diag.update({f"objective/{k}": v for k, v in self.objective.metrics(x).items()})
+        self.log_dict({f"train/{k}": v for k, v in diag.items()}, on_step=True, on_epoch=False, prog_bar=False,
+                      batch_size=n)
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.policy.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -12,3 +12,14 @@ def conf_dir() -> str:
         raise SystemExit(f"fpa: no Hydra configs at {path}; install the repo editable (pip install -e .) "
                          "or set FPA_CONF_DIR to its conf/ directory")
     return str(path)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    # ${short:fpa.objectives.dpo.DPO} -> DPO: readable names for W&B groups and tags.
+    if not OmegaConf.has_resolver("short"):
+        OmegaConf.register_new_resolver("short", lambda target: str(target).rsplit(".", 1)[-1])
+
+
+_register_resolvers()

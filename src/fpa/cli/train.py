@@ -17,14 +17,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fpa.cli.conf_dir import conf_dir
+from fpa.evaluation.callback import make_eval_callbacks
+from fpa.models.loading import load_tokenizer
 from fpa.stages.evaluate import evaluate_model
 from fpa.stages.prepare import base_model
+from fpa.stages.runtime import make_prompt
 from fpa.stages.sample import generate_trajectories
-from fpa.stages.train import train_policy
+from fpa.stages.train import is_global_zero, train_policy
+from fpa.validation import check_config
+from fpa.guards import FPAError
 from fpa.stages.warm_start import warm_start
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
+    check_config(cfg)  # one clear line per problem, before any model loads
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -38,7 +44,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     reference, ref_ident = timed("sft", warm_start, cfg, base, base_ident)
     trajectories, _ = timed("generate", generate_trajectories, cfg, reference, ref_ident)
     loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in cfg.logger.values()]
-    policy = timed("train", train_policy, cfg, reference, trajectories, run_dir, loggers)
+    callbacks = make_eval_callbacks(cfg, load_tokenizer(reference), make_prompt(cfg), samples_dir=run_dir / "eval_samples")
+    policy = timed("train", train_policy, cfg, reference, trajectories, run_dir, loggers, callbacks)
+    if not is_global_zero():
+        return {}  # other ranks of a multi-process run: rank 0 evaluates and writes the results
     ref_eval = timed("eval_reference", evaluate_model, cfg, reference, ident=ref_ident)
     pol_eval = timed("eval_policy", evaluate_model, cfg, str(policy), out=run_dir / "eval")
     for lg in loggers:
@@ -76,6 +85,8 @@ def main(cfg: DictConfig) -> None:
         run(cfg, run_dir)
     except BaseException as err:
         write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+        if isinstance(err, FPAError):
+            raise SystemExit(f"fpa-train: {err}") from None
         raise
     write_status(run_dir, "finished")
 

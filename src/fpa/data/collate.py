@@ -3,6 +3,8 @@
 Each example kind turns into rows (prompt ids, completion ids, chosen, reward, group); the
 objective's ``data`` kind picks the row builder. Pairs put all chosen rows first, then all
 rejected rows, so pair i is rows i and i + B/2 (the layout ``ObjectiveInputs`` expects).
+With ``pack=True`` the batch also holds the rows packed into one padding-free row (see
+:mod:`fpa.data.packing`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from fpa.data.packing import pack_rows
 
 Row = tuple[list[int], list[int], bool, float, int]  # prompt, completion, chosen, reward, group
 
@@ -76,6 +80,7 @@ class Collator:
     pad_id: int
     kl_rows: bool = False  # KTO: add mismatched (prompt_i, completion_{i-1}) rows
     shared_tokens: bool = True  # pairs: mark tokens chosen and rejected share (diagnostics)
+    pack: bool = False  # add packed_* tensors: all rows in one row, positions restarting per sequence
 
     def __post_init__(self) -> None:
         if self.kind not in ROW_BUILDERS:
@@ -89,6 +94,8 @@ class Collator:
             pairs = [shared_token_flags(rows[i][1], rows[i + half][1]) for i in range(half)]
             flags = [fa for fa, _ in pairs] + [fb for _, fb in pairs]
         batch = pad_rows(rows, self.pad_id, flags)
+        if self.pack:
+            batch.update(pack_rows(rows))
         if self.kl_rows:
             if len(rows) < 2:
                 raise ValueError("KTO's KL estimate needs at least 2 rows per batch")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from fpa.data.collate import Collator
 from fpa.data.examples import BUILDERS
@@ -32,17 +33,40 @@ def example_length(ex: dict[str, Any]) -> int:
     return len(ex["prompt_ids"]) + max(len(c) for c in comps)
 
 
+class SeededShuffle(Sampler[int]):
+    """A permutation of ``range(n)`` that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` at the start of every epoch, so the order of epoch e is the same
+    in every run and after resuming from a checkpoint, whichever epoch the run resumes in.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class TrajectoryDataModule(L.LightningDataModule):
     """Examples of the objective's data kind; over-long examples are dropped or truncated.
 
     ``examples`` may be given directly (e.g. gold solutions for the SFT warm start) or built
-    from ``trajectories`` with the pairing options.
+    from ``trajectories`` with the pairing options. Shuffling depends only on (seed, epoch). With
+    ``pack=True`` every batch also carries a padding-free packed copy (:mod:`fpa.data.packing`).
     """
 
     def __init__(self, tokenizer, kind: str, trajectories: list[dict] | None = None,
                  examples: list[dict] | None = None, batch_size: int = 16, max_length: int = 512,
                  overlong: str = "drop", pairing: str = "cap", max_pairs_per_problem: int = 4, seed: int = 0,
-                 kl_rows: bool = False, shared_tokens: bool = True, num_workers: int = 0) -> None:
+                 kl_rows: bool = False, shared_tokens: bool = True, num_workers: int = 0,
+                 pack: bool = False) -> None:
         super().__init__()
         if overlong not in ("drop", "truncate"):
             raise ValueError(f"data.overlong must be drop | truncate, got {overlong!r}")
@@ -54,7 +78,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.tokenizer, self.kind, self.batch_size, self.seed = tokenizer, kind, batch_size, seed
         self.max_length, self.overlong, self.num_workers = max_length, overlong, num_workers
         self.raw_examples = examples
-        self.collate = Collator(kind, tokenizer.pad_token_id, kl_rows=kl_rows, shared_tokens=shared_tokens)
+        self.collate = Collator(kind, tokenizer.pad_token_id, kl_rows=kl_rows, shared_tokens=shared_tokens,
+                                pack=pack)
         self.train_set: list[dict] | None = None
         self.n_dropped = 0
 
@@ -84,8 +109,5 @@ class TrajectoryDataModule(L.LightningDataModule):
                              f"({len(self.raw_examples)} built, {self.n_dropped} over max_length={self.max_length})")
 
     def train_dataloader(self) -> DataLoader:
-        import torch
-
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=gen,
-                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=False)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=SeededShuffle(len(self.train_set),
+                          self.seed), collate_fn=self.collate, num_workers=self.num_workers, drop_last=False)

@@ -1,11 +1,20 @@
-"""Trajectory records on disk: written and read through `datasets` (Parquet), validated on read."""
+"""Problem and trajectory records on disk: read with their line numbers, validated, written atomically.
+
+A trajectory set is a Parquet or JSONL file, or a directory of Parquet shards written by
+:mod:`fpa.data.shards` (``datasets.load_dataset("parquet", data_dir=...)`` loads it as well).
+Every bad record is reported as a :class:`RecordError` naming the file, the record index (and the
+line, for JSONL) and the field; ``skip_invalid=True`` drops bad records instead and counts them.
+Reading never modifies a file.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import datasets
+import pyarrow.parquet as pq
 
 # field -> accepted Python types; every trajectory record carries these.
 TRAJECTORY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -15,51 +24,177 @@ TRAJECTORY_FIELDS: dict[str, tuple[type, ...]] = {
     "reward": (float, int),
 }
 
+# field -> accepted Python types; every problem record (fpa.tasks.base.Problem as a dict) carries these.
+PROBLEM_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "question": (str,),
+    "answer": (str,),
+}
+
+# The Parquet schema of generated trajectories. Fixed, so that every shard has the same column
+# types even when a shard happens to hold only None in a column (e.g. `process` for tasks that
+# cannot judge it, `extracted_answer` when no sample has an answer).
+TRAJECTORY_FEATURES = datasets.Features({
+    "problem_id": datasets.Value("string"),
+    "sample_index": datasets.Value("int64"),
+    "prompt": datasets.Value("string"),
+    "completion": datasets.Value("string"),
+    "reward": datasets.Value("float64"),
+    "outcome": datasets.Value("bool"),
+    "process": datasets.Value("bool"),
+    "extracted_answer": datasets.Value("string"),
+    "answer": datasets.Value("string"),
+    "finish_reason": datasets.Value("string"),
+    "n_tokens": datasets.Value("int64"),
+    "shard": datasets.Value("int64"),
+    "generator": {
+        "model": datasets.Value("string"),
+        "backend": datasets.Value("string"),
+        "temperature": datasets.Value("float64"),
+        "top_p": datasets.Value("float64"),
+        "seed": datasets.Value("int64"),
+        "shard_seed": datasets.Value("int64"),
+        "max_new_tokens": datasets.Value("int64"),
+    },
+})
+
 
 class RecordError(ValueError):
-    """A bad record: the message names the file, the record index and the field."""
+    """A bad record: the message names the file, the record index (and line) and the field."""
 
-    def __init__(self, path: str | Path, index: int, field: str, problem: str) -> None:
-        super().__init__(f"{path}: record {index}: field '{field}': {problem}")
-        self.path, self.index, self.field = str(path), index, field
+    def __init__(self, path: str | Path, index: int, field: str | None, problem: str,
+                 line: int | None = None) -> None:
+        where = f"record {index}" + (f" (line {line})" if line is not None else "")
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{path}: {where}: {what}{problem}")
+        self.path, self.index, self.field, self.line = str(path), index, field, line
 
 
-def check_trajectory(record: dict[str, Any], path: str | Path, index: int) -> None:
-    for field, types in TRAJECTORY_FIELDS.items():
+def _check_fields(record: Any, fields: dict[str, tuple[type, ...]], path, index: int, line: int | None) -> None:
+    if not isinstance(record, dict):
+        raise RecordError(path, index, None, f"expected a JSON object, got {type(record).__name__}", line)
+    for field, types in fields.items():
         if field not in record or record[field] is None:
-            raise RecordError(path, index, field, "missing")
+            raise RecordError(path, index, field, "missing", line)
         if not isinstance(record[field], types) or isinstance(record[field], bool):
-            raise RecordError(path, index, field,
-                              f"expected {'/'.join(t.__name__ for t in types)}, got {type(record[field]).__name__}")
+            raise RecordError(path, index, field, f"expected {'/'.join(t.__name__ for t in types)}, "
+                              f"got {type(record[field]).__name__}", line)
+
+
+def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:
+    _check_fields(record, TRAJECTORY_FIELDS, path, index, line)
     if not record["completion"].strip():
-        raise RecordError(path, index, "completion", "empty completion")
+        raise RecordError(path, index, "completion", "empty completion", line)
 
 
-def save_trajectories(records: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write atomically: a killed writer leaves the previous file (or none), never half a file."""
+def check_problem(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:
+    _check_fields(record, PROBLEM_FIELDS, path, index, line)
+    if not record["question"].strip():
+        raise RecordError(path, index, "question", "empty question", line)
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, int, Any]]:
+    """(record index, 1-based line number, parsed value) per non-blank line; a bad line raises RecordError."""
+    index = 0
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield index, line_no, RecordError(path, index, None, f"invalid JSON ({e.msg} at column {e.colno})",
+                                                  line_no)
+            else:
+                yield index, line_no, value
+            index += 1
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, int | None, Any]]:
+    """(record index, line or None, record) of one Parquet, JSONL or JSON-array file.
+
+    A JSONL line that does not parse comes through as a RecordError value, so the caller decides
+    whether to raise or skip it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    datasets.Dataset.from_list(records).to_parquet(str(tmp))
-    tmp.replace(path)
-    return path
+    if path.suffix == ".parquet":
+        # pyarrow directly: datasets.Dataset.from_parquet would copy every file into its cache.
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield i, None, row
+    elif path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RecordError(path, 0, None, f"invalid JSON ({e.msg})", e.lineno) from None
+        if not isinstance(rows, list):
+            raise RecordError(path, 0, None, "a .json file must hold a list of records")
+        for i, row in enumerate(rows):
+            yield i, None, row
+    else:  # .jsonl and anything else: one JSON object per line
+        yield from read_jsonl(path)
 
 
-def load_trajectories(path: str | Path, skip_invalid: bool = False) -> tuple[list[dict[str, Any]], int]:
-    """Records of a Parquet or JSONL trajectory file, validated. Returns (records, n_skipped)."""
+def _validated(files: list[Path], check, skip_invalid: bool) -> tuple[list[dict[str, Any]], int]:
+    good, skipped = [], 0
+    for path in files:
+        for i, line, row in read_records(path):
+            try:
+                if isinstance(row, RecordError):
+                    raise row
+                check(row, path, i, line)
+            except RecordError:
+                if not skip_invalid:
+                    raise
+                skipped += 1
+                continue
+            good.append(row)
+    return good, skipped
+
+
+def trajectory_files(path: str | Path) -> list[Path]:
+    """The files of a trajectory set: the file itself, or a shard directory's finished shards in order."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"trajectory file not found: {path}")
-    kind = "parquet" if path.suffix == ".parquet" else "json"
-    rows = datasets.load_dataset(kind, data_files=str(path), split="train").to_list()
-    good, skipped = [], 0
-    for i, row in enumerate(rows):
-        try:
-            check_trajectory(row, path, i)
-        except RecordError:
-            if not skip_invalid:
-                raise
-            skipped += 1
-            continue
-        good.append(row)
-    return good, skipped
+    if path.is_file():
+        return [path]
+    from fpa.data.shards import ShardDirectory  # records <- shards would be a cycle at import time
+
+    shards = ShardDirectory(path)
+    if shards.manifest_path.exists():
+        return shards.finished_files()
+    files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".jsonl") and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"no trajectory shards (*.parquet, *.jsonl) in {path}")
+    return files
+
+
+def load_trajectories(path: str | Path, skip_invalid: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Records of a trajectory file or shard directory, validated. Returns (records, n_skipped)."""
+    return _validated(trajectory_files(path), check_trajectory, skip_invalid)
+
+
+def load_problems(path: str | Path, skip_invalid: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Problem records (id, question, answer, ...) of a Parquet/JSONL/JSON file. Returns (records, n_skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"problem file not found: {path}")
+    return _validated([path], check_problem, skip_invalid)
+
+
+def save_trajectories(records: list[dict[str, Any]], path: str | Path,
+                      features: datasets.Features | None = None) -> Path:
+    """Write atomically: a killed writer leaves the previous file (or none), never half a file.
+
+    The temporary file is hidden (leading dot), so a directory listing or ``load_dataset`` on the
+    directory never picks it up.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if features is not None:
+        records = [{k: r.get(k) for k in features} for r in records]
+    # Dataset.from_list gives the datasets schema (and its metadata); pyarrow writes it without a progress bar.
+    pq.write_table(datasets.Dataset.from_list(records, features=features).data.table, tmp)
+    tmp.replace(path)
+    return path

@@ -135,3 +135,28 @@ class BenchmarkAccuracy(Metric):
         out["n_problems"] = self.n_problems.clone()
         out["n_samples"] = self.n_samples.clone()
         return out
+
+
+class SampleShare(Metric):
+    """The share of samples with a property (e.g. every step right), over the samples that have a verdict.
+
+    ``update`` takes a flat sequence of booleans or None (no verdict: not counted). Sum states, so
+    ranks reduce to the single-process share; ``compute`` is NaN when no sample had a verdict.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("hits", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: Sequence[bool | None]) -> None:
+        known = [bool(v) for v in values if v is not None]
+        self.hits += sum(known)
+        self.total += len(known)
+
+    def compute(self) -> torch.Tensor:
+        return self.hits / self.total if self.total > 0 else torch.tensor(float("nan"), dtype=torch.float64)

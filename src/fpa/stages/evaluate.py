@@ -20,7 +20,7 @@ def _evaluate(cfg: DictConfig, model_path: str, out: Path) -> dict:
     tok = load_tokenizer(model_path)
     model = load_model(model_path, cfg.model.dtype, frozen=True)
     gen = HFGenerator(model, tok, batch_size=e.batch_size, max_new_tokens=cfg.generate.max_new_tokens)
-    res = evaluate_problems(gen, task, task.problems("test", e.n_problems, seed=cfg.seed), make_prompt(cfg),
+    res = evaluate_problems(gen, task, task.problems("test", e.n_problems, seed=cfg.data_seed), make_prompt(cfg),
                             k=e.k, temperature=e.temperature, top_p=e.top_p, seed=e.seed, name=task.name)
     summary = {**res.summary(), "temperature": e.temperature, "seed": e.seed, "model": model_path}
     out.mkdir(parents=True, exist_ok=True)
@@ -35,6 +35,6 @@ def evaluate_model(cfg: DictConfig, model_path: str, out: Path | None = None, id
     if ident is None:
         return _evaluate(cfg, model_path, out)
     key = {"model": ident, "task": plain(cfg.task), "prompt": plain(cfg.model.prompt), "eval": plain(cfg.eval),
-           "max_new_tokens": cfg.generate.max_new_tokens, "seed": cfg.seed}
+           "max_new_tokens": cfg.generate.max_new_tokens, "seed": cfg.data_seed}
     path, _ = cached_stage(cfg.paths.cache_dir, "eval", key, lambda d: _evaluate(cfg, model_path, d))
     return json.loads((path / "eval.json").read_text())

@@ -15,7 +15,7 @@ def base_model(cfg: DictConfig) -> tuple[str, dict]:
     if cfg.model.name_or_path:
         return str(cfg.model.name_or_path), {"name_or_path": str(cfg.model.name_or_path)}
     build = OmegaConf.to_container(cfg.model.build, resolve=True)
-    ident = {"tiny": build, "seed": cfg.seed}
+    ident = {"tiny": build, "seed": cfg.data_seed}
     path, _ = cached_stage(cfg.paths.cache_dir, "model", ident,
-                           lambda d: build_tiny_model(Path(d), seed=cfg.seed, **build))
+                           lambda d: build_tiny_model(Path(d), seed=cfg.data_seed, **build))
     return str(path), ident

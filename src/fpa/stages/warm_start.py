@@ -57,21 +57,21 @@ def warm_start(cfg: DictConfig, base_path: str, base_ident: dict) -> tuple[str, 
     if not cfg.sft.enabled:
         return base_path, base_ident
     ident = {"base": base_ident, "task": plain(cfg.task), "prompt": plain(cfg.model.prompt), "sft": plain(cfg.sft),
-             "max_length": cfg.data.max_length, "seed": cfg.seed}
+             "max_length": cfg.data.max_length, "seed": cfg.data_seed}
 
     def build(out: Path) -> None:
         start = time.perf_counter()
-        L.seed_everything(cfg.seed, verbose=False)
+        L.seed_everything(cfg.data_seed, verbose=False)
         task, prompt, tok = make_task(cfg), make_prompt(cfg), load_tokenizer(base_path)
-        problems = task.problems("train", cfg.sft.n_problems, seed=cfg.seed)
+        problems = task.problems("train", cfg.sft.n_problems, seed=cfg.data_seed)
         examples = [{"problem_id": p.id, "prompt": prompt(p.question, tok), "completion": p.solution}
                     for p in problems]
         data = TrajectoryDataModule(tok, "correct", examples=examples, batch_size=cfg.sft.batch_size,
-                                    max_length=cfg.data.max_length, seed=cfg.seed)
+                                    max_length=cfg.data.max_length, seed=cfg.data_seed)
         module = OfflineRLModule(base_path, SFT(), lr=cfg.sft.lr, warmup_steps=cfg.sft.warmup_steps,
                                  total_steps=cfg.sft.max_steps, min_lr_ratio=cfg.sft.min_lr_ratio,
                                  dtype=cfg.model.dtype)
-        stop = AccuracyStop(task, task.problems("dev", cfg.sft.eval_problems, seed=cfg.seed), prompt, tok,
+        stop = AccuracyStop(task, task.problems("dev", cfg.sft.eval_problems, seed=cfg.data_seed), prompt, tok,
                             cfg.sft.eval_every, cfg.sft.stop_at, cfg.generate.max_new_tokens)
         trainer = make_trainer(cfg, cfg.sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")],
                                callbacks=[stop])

@@ -1,0 +1,133 @@
+"""fpa-eval: a benchmark suite on a Lightning checkpoint, a saved model directory or a hub model id.
+
+    fpa-eval model_path=outputs/runs/X/policy                        # the embedded suite, offline
+    fpa-eval model_path=Qwen/Qwen2.5-Math-1.5B benchmark=math7 backend=vllm
+    fpa-eval model_path=last.ckpt base_model=<the model it was trained from>
+
+Writes to ``out_dir`` (default: the Hydra run directory):
+
+- ``results.json``: per benchmark pass@1 / pass@k / maj@k, problem and sample counts, unverifiable
+  checks, throughput, and every setting that produced them (model, backend, sampling seed, k,
+  temperature, top-p, max new tokens, batch size, prompt format, instruction);
+- ``results.md``: the same as a markdown table, with the unweighted average;
+- ``samples/<benchmark>.jsonl``: every completion with its extracted answer and verdict.
+
+A ``.ckpt`` is turned into a model directory first (``<out_dir>/model``): the ``policy.*`` weights
+of the checkpoint are loaded into ``base_model``'s architecture (``base_model``: the directory or
+hub id it was trained from; by default the checkpoint's ``policy_path`` hyper-parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from fpa.cli.conf_dir import conf_dir
+from fpa.evaluation.benchmarks import build_suite
+from fpa.evaluation.runner import EvalSettings, evaluate_suite, write_samples
+from fpa.models.loading import load_tokenizer
+from fpa.prompting import PromptFormat
+
+
+def _model_kind(path: str) -> str:
+    p = Path(path).expanduser()
+    if p.is_file():
+        return "checkpoint"
+    if p.is_dir():
+        return "directory"
+    return "hub"
+
+
+def checkpoint_to_model_dir(ckpt_path: str | Path, out: Path, base_model: str | None, dtype: str = "float32",
+                            tokenizer: str | None = None, trust_remote_code: bool = False) -> tuple[Path, str]:
+    """Load a Lightning checkpoint's ``policy.*`` weights into ``base_model``'s architecture and save it.
+
+    Returns (model directory, base model used). The checkpoint is a local file written by this
+    project's training; it is unpickled in full (``weights_only=False``) to read its hyper-parameters.
+    """
+    from fpa.models.loading import load_model
+
+    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise SystemExit(f"fpa-eval: {ckpt_path} is not a Lightning checkpoint (no state_dict)")
+    base = base_model or (ckpt.get("hyper_parameters") or {}).get("policy_path")
+    if not base:
+        raise SystemExit(f"fpa-eval: {ckpt_path} does not record the model it was trained from; "
+                         "pass base_model=<model directory or hub id>")
+    state = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
+    if not state:
+        raise SystemExit(f"fpa-eval: {ckpt_path} holds no policy.* weights")
+    model = load_model(str(base), dtype, trust_remote_code=trust_remote_code)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise SystemExit(f"fpa-eval: {ckpt_path} does not fit {base}: missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    load_tokenizer(tokenizer or str(base), trust_remote_code).save_pretrained(out)
+    return out, str(base)
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    from fpa.generation.backends import load_backend
+
+    if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
+        raise SystemExit("fpa-eval: set model_path=<Lightning .ckpt | saved model directory | hub model id>")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    settings = EvalSettings.from_config(bench_cfg)
+    benchmarks = build_suite(bench_cfg["benchmarks"], default_n_problems=settings.n_problems)
+
+    model_path, kind, base = str(cfg.model_path), _model_kind(str(cfg.model_path)), None
+    if kind == "checkpoint":
+        converted, base = checkpoint_to_model_dir(model_path, out_dir / "model", cfg.base_model, cfg.dtype,
+                                                  cfg.tokenizer, cfg.trust_remote_code)
+        model_path = str(converted)
+    tokenizer = load_tokenizer(cfg.tokenizer or model_path, cfg.trust_remote_code)
+    batch_size = int(bench_cfg.get("batch_size") or 64)
+    backend_options = OmegaConf.to_container(cfg.backend_options, resolve=True) or {}
+    sampler = load_backend(cfg.backend, model_path, tokenizer, dtype=cfg.dtype, batch_size=batch_size,
+                           max_new_tokens=settings.max_new_tokens, progress=cfg.progress,
+                           trust_remote_code=cfg.trust_remote_code, **backend_options)
+    prompt = PromptFormat(**OmegaConf.to_container(cfg.model.prompt, resolve=True))
+    result = evaluate_suite(sampler, benchmarks, prompt, settings, suite=bench_cfg.get("suite", ""))
+
+    sample_files = write_samples(result, out_dir / "samples") if cfg.save_samples else {}
+    report = result.to_dict()
+    for name, path in sample_files.items():
+        report["benchmarks"][name]["samples_file"] = str(Path(path).relative_to(out_dir))
+    report["model"] = {"model_path": str(cfg.model_path), "kind": kind, "evaluated_path": model_path,
+                       "base_model": base, "backend": cfg.backend, "dtype": cfg.dtype,
+                       "backend_options": backend_options}
+    report["sampling"] = {"seed": settings.seed, "batch_size": batch_size, "k": settings.k,
+                          "temperature": settings.temperature, "top_p": settings.top_p,
+                          "note": "hf backend: the same seed and batch size give the same completions"}
+    report["prompt"] = OmegaConf.to_container(cfg.model.prompt, resolve=True)
+    report["benchmark_config"] = bench_cfg
+    report["wall_s"] = round(time.perf_counter() - start, 2)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    title = f"{cfg.model_path} — {result.suite or 'suite'} ({cfg.backend})"
+    table = result.markdown(title)
+    (out_dir / "results.md").write_text(table)
+    print(table)
+    print(f"results: {out_dir / 'results.json'}")
+    return report
+
+
+@hydra.main(config_path=conf_dir(), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, cfg.out_dir or HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

