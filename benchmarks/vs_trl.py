@@ -1,0 +1,304 @@
+"""This project's DPO training loop against TRL's ``DPOTrainer``: training tokens/s and peak memory.
+
+Same randomly initialised model (saved once, loaded by both), same examples (token ids; TRL gets
+them as text through a tokenizer that maps each word/char back to the same id, and the script
+checks that its tokenised dataset matches), same batch size and lengths, fp32 on CPU, no
+gradient checkpointing, no gradient clipping, AdamW at lr 1e-5, DPO sigmoid loss with β = 0.1.
+
+- ours: ``OfflineRLModule`` (DPO, λ=0, reference loaded) under ``lightning.Trainer.fit`` with the
+  project's ``Collator`` (trainer=cpu: accelerator cpu, 32-true).
+- TRL: ``DPOTrainer.train`` (TRL 1.16: fused LM head, reference model, ``report_to="none"``,
+  ``bf16=False``, ``use_cpu=True``, defaults otherwise — including its fused AdamW).
+
+A step is the time between consecutive step ends (data loading, forward, backward, optimizer,
+logging). The two trainers alternate in rounds (``fit`` k steps, ``train`` k steps, then the other
+order), the first step of each run is dropped, and the median over rounds is reported, with the
+median of the per-round ratios. Memory: each trainer in a fresh subprocess (``--quick``: in
+process), Δpeak = peak RSS while training − RSS after the trainer is built.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/vs_trl.py                 # tiny + ~60M/32k model
+    PYTHONPATH=src .venv/bin/python benchmarks/vs_trl.py --configs tiny
+    PYTHONPATH=src .venv/bin/python benchmarks/vs_trl.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+CONFIGS = {
+    "tiny": {"model": {"vocab_size": None, "hidden": 128, "layers": 4, "heads": 4, "intermediate": 384,
+                       "max_positions": 256, "tie": True},
+             "pairs": 8, "prompt": 24, "chosen": 64, "rejected": 48, "steps": 6, "rounds": 4},
+    "mid": {"model": {"vocab_size": 32000, "hidden": 512, "layers": 8, "heads": 8, "intermediate": 1536,
+                      "max_positions": 1024, "tie": False},
+            "pairs": 1, "prompt": 128, "chosen": 384, "rejected": 320, "steps": 3, "rounds": 2},
+}
+QUICK = {
+    "tiny": {"model": {"vocab_size": None, "hidden": 32, "layers": 1, "heads": 2, "intermediate": 64,
+                       "max_positions": 64, "tie": True},
+             "pairs": 2, "prompt": 6, "chosen": 10, "rejected": 8, "steps": 3, "rounds": 1},
+}
+LR, BETA = 1e-5, 0.1
+
+
+# ----------------------------------------------------------------------------- data as text for TRL
+
+def to_text(ids: list[int], tok, word_level: bool, prompt: bool = False) -> str:
+    """Text that ``tok`` maps back to ``ids``; completions end with the EOS text, so TRL adds no second EOS."""
+    toks = tok.convert_ids_to_tokens(ids)
+    if not word_level:
+        return "".join(toks)
+    return " ".join(toks) + (" " if prompt else "")
+
+
+def trl_dataset(examples, tok, word_level: bool):
+    from datasets import Dataset
+
+    rows = [{"prompt": to_text(e["prompt_ids"], tok, word_level, prompt=True),
+             "chosen": to_text(e["chosen_ids"], tok, word_level),
+             "rejected": to_text(e["rejected_ids"], tok, word_level)} for e in examples]
+    return Dataset.from_list(rows)
+
+
+# ----------------------------------------------------------------------------- the two trainers
+
+class Ours:
+    """OfflineRLModule + lightning.Trainer.fit, k steps per ``run``."""
+
+    name = "this project (Lightning)"
+
+    def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024) -> None:
+        import lightning as L
+        from torch.utils.data import DataLoader
+
+        from fpa.data.collate import Collator
+        from fpa.fpa import FuturePolicy
+        from fpa.models.loading import load_tokenizer
+        from fpa.module import OfflineRLModule
+        from fpa.objectives.dpo import DPO
+
+        tok = load_tokenizer(str(path))
+        self.loader = DataLoader(examples, batch_size=pairs, shuffle=False, collate_fn=Collator("pairs", tok.pad_token_id))
+        self.module = OfflineRLModule(str(path), DPO(beta=BETA), FuturePolicy(lam=lam), reference_path=str(path),
+                                      lr=LR, chunk_size=chunk_size)
+        self.L = L
+        C.silence_lightning()
+
+        class Timer(L.Callback):
+            def __init__(self) -> None:
+                self.ends: list[float] = []
+
+            def on_train_batch_end(self, *args, **kwargs) -> None:
+                self.ends.append(time.perf_counter())
+
+        self.Timer = Timer
+
+    def run(self, steps: int) -> list[float]:
+        timer = self.Timer()
+        trainer = self.L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, max_epochs=-1,
+                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
+                                 log_every_n_steps=10)
+        trainer.fit(self.module, self.loader)
+        return [b - a for a, b in zip(timer.ends, timer.ends[1:])]
+
+
+class TRL:
+    """trl.DPOTrainer.train, k steps per ``run``."""
+
+    name = "TRL 1.16 DPOTrainer"
+
+    def __init__(self, path: Path, examples, pairs: int, out_dir: Path) -> None:
+        from transformers import TrainerCallback
+        from trl import DPOConfig, DPOTrainer
+
+        from fpa.models.loading import load_tokenizer
+
+        tok = load_tokenizer(str(path))
+        word_level = len(tok) > 1000
+        self.args = DPOConfig(output_dir=str(out_dir), per_device_train_batch_size=pairs, max_steps=1,
+                              learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, beta=BETA,
+                              loss_type=["sigmoid"], bf16=False, fp16=False, use_cpu=True,
+                              gradient_checkpointing=False, max_grad_norm=0.0, report_to="none",
+                              save_strategy="no", logging_steps=10, disable_dropout=True, max_length=None,
+                              dataloader_num_workers=0, seed=0, disable_tqdm=True)
+        self.trainer = DPOTrainer(model=str(path), args=self.args, train_dataset=trl_dataset(examples, tok, word_level),
+                                  processing_class=tok)
+        first = self.trainer.train_dataset[0]
+        ex = examples[0]
+        for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            if list(first[key]) != list(ex[key]):
+                raise AssertionError(f"TRL tokenised {key} differently: {first[key][:8]}… vs {ex[key][:8]}…")
+
+        class Timer(TrainerCallback):
+            def __init__(self) -> None:
+                self.ends: list[float] = []
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.ends.append(time.perf_counter())
+
+        self.timer = Timer()
+        self.trainer.add_callback(self.timer)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        self.trainer.remove_callback(PrinterCallback)  # no log lines on stdout
+        self.trainer.remove_callback(ProgressCallback)
+
+    def run(self, steps: int) -> list[float]:
+        self.timer.ends = []
+        self.trainer.args.max_steps = steps
+        self.trainer.train()
+        e = self.timer.ends
+        return [b - a for a, b in zip(e, e[1:])]
+
+
+def setup(cfg: dict, path: Path):
+    from fpa.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(path))
+    n = cfg["pairs"] * cfg["steps"] * 2
+    examples = C.synthetic_pairs(n, cfg["prompt"], cfg["chosen"], cfg["rejected"], len(tok), eos_id=tok.eos_token_id)
+    return examples
+
+
+def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
+    if which == "ours":
+        return Ours(path, examples, cfg["pairs"], lam=lam)
+    return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"))
+
+
+def measure_memory(which: str, cfg: dict, path: Path, examples) -> dict:
+    t = make(which, cfg, path, examples)
+    with C.PeakRSS() as m:
+        t.run(min(2, cfg["steps"]))  # the first step allocates AdamW's state, the second is a steady one
+    return {"delta_mb": m.delta_mb, "peak_mb": m.peak_mb, "base_mb": m.base_mb}
+
+
+def child(spec: dict) -> None:
+    C.quiet()
+    C.set_threads(spec["threads"])
+    import torch
+
+    torch.manual_seed(0)
+    path = Path(spec["path"])
+    C.report_child(measure_memory(spec["which"], spec["cfg"], path, setup(spec["cfg"], path)))
+
+
+def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, tokens: int) -> list[list]:
+    trainers = {"ours": make("ours", cfg, path, examples), "trl": make("trl", cfg, path, examples)}
+    per_round: dict[str, list[list[float]]] = {k: [] for k in trainers}
+    for r in range(rounds):
+        for k in (["ours", "trl"] if r % 2 == 0 else ["trl", "ours"]):
+            per_round[k].append(trainers[k].run(cfg["steps"]))
+    med = {k: C.median(C.median(x) for x in v) for k, v in per_round.items()}
+    ratios = [C.median(a) / C.median(b) for a, b in zip(per_round["trl"], per_round["ours"])]
+    lo, hi = C.quartiles(ratios)
+    rows = []
+    for k in trainers:
+        n_steps = sum(len(x) for x in per_round[k])
+        rows.append([label, trainers[k].name, n_steps, 1e3 * med[k], tokens / med[k],
+                     f"{C.median(ratios):.3f} [{lo:.2f}–{hi:.2f}]" if k == "ours" else ""])
+    return rows
+
+
+def profile_trainers(cfg: dict, path: Path, examples, label: str, top: int = 18) -> str:
+    """Own time per function (cProfile) over ``steps`` steps of each trainer, after a warm-up run."""
+    import cProfile
+    import pstats
+
+    rows = []
+    for k in ("ours", "trl"):
+        t = make(k, cfg, path, examples)
+        t.run(2)
+        prof = cProfile.Profile()
+        prof.enable()
+        t.run(cfg["steps"])
+        prof.disable()
+        st = pstats.Stats(prof)
+        total = st.total_tt
+        items = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+        for (file, line, fn), (cc, nc, tt, ct, _) in items:
+            where = fn if file == "~" else f"{Path(file).name}:{line} {fn}"
+            rows.append([label, t.name, where[:70], nc, 1e3 * tt / cfg["steps"], f"{100 * tt / total:.1f}%"])
+    return C.table("Profile: own time per step (cProfile, whole fit/train call incl. setup)",
+                   ["config", "trainer", "function", "calls", "ms/step", "share"], rows)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", default=["tiny", "mid"], choices=sorted(CONFIGS))
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="steps per run (the first is dropped)")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-time", action="store_true")
+    p.add_argument("--profile", action="store_true", help="cProfile one run of each trainer: top functions by own time")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(json.loads(args.child))
+        return ""
+    C.quiet()
+    prev = C.set_threads(args.threads)
+    C.PeakRSS.collect = not args.quick
+    try:
+        return run(args)
+    finally:
+        C.set_threads(prev)
+
+
+def run(args) -> str:
+    import torch
+
+    torch.manual_seed(0)
+    time_rows, mem_rows, prof_text = [], [], []
+    configs = ["tiny"] if args.quick else args.configs
+    for name in configs:
+        cfg = dict((QUICK if args.quick else CONFIGS)[name])
+        if args.steps:
+            cfg["steps"] = args.steps
+        rounds = args.rounds or cfg["rounds"]
+        path = C.build_model(C.tmpdir(f"trl-{name}"), **cfg["model"])
+        examples = setup(cfg, path)
+        width = cfg["prompt"] + max(cfg["chosen"], cfg["rejected"])
+        tokens = cfg["pairs"] * (2 * cfg["prompt"] + cfg["chosen"] + cfg["rejected"])  # non-padding tokens per step
+        label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={json.loads((path / 'config.json').read_text())['vocab_size']}, " \
+                f"{2 * cfg['pairs']}×{width})"
+        if not args.no_time:
+            time_rows += time_trainers(cfg, path, examples, rounds, label, tokens)
+        if args.profile:
+            prof_text.append(profile_trainers(cfg, path, examples, label))
+        if not args.no_memory:
+            mems = {}
+            for k in ("ours", "trl"):
+                mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
+                    Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads})
+            for k, nm in (("ours", Ours.name), ("trl", TRL.name)):
+                m = mems[k]
+                mem_rows.append([label, nm, m["delta_mb"], m["peak_mb"],
+                                 f"{m['delta_mb'] / mems['trl']['delta_mb']:.3f}" if k == "ours" and
+                                 mems["trl"]["delta_mb"] >= 1 else ""])
+    out = "" if not time_rows else C.table("This project's DPO vs TRL DPOTrainer: training throughput",
+                  ["config (params, vocab, rows×width)", "trainer", "steps timed", "step ms", "tokens/s",
+                   "speed-up vs TRL (paired)"], time_rows,
+                  note=f"Machine: {C.machine()}. tokens = non-padding tokens per step (prompt + completion, both "
+                       "rows of each pair). speed-up = TRL step time / ours, median of per-round ratios. Target ≥ 1.")
+    out += "\n".join(prof_text)
+    if mem_rows:
+        out += C.table("This project's DPO vs TRL DPOTrainer: peak memory (RSS)",
+                       ["config", "trainer", "Δpeak MB", "total peak MB", "ours / TRL (Δ)"], mem_rows,
+                       note="Δpeak = peak RSS during training (optimizer state included) − RSS after the trainer and "
+                            "both models are built; total peak includes each library's own import footprint.")
+    return out
+
+
+if __name__ == "__main__":
+    main()
