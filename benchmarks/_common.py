@@ -169,18 +169,20 @@ def report_child(result: dict[str, Any]) -> None:
 def interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 5) -> dict[str, list[dict]]:
     """Run each variant ``warmup`` times, then ``repeats`` rounds alternating the order (AB, BA, ...).
 
-    A variant returns None (its wall time is used) or a dict of named segment times, one of them
-    ``total``. Returns {variant: [segments per round]}.
+    A variant returns None (its wall time is used) or a dict of named segment times. Every round
+    records ``total`` (wall seconds) and ``cpu`` (this process's CPU seconds, ``time.process_time``:
+    on a shared machine far less sensitive than wall time to other processes taking the cores).
+    Returns {variant: [segments per round]}.
     """
     names = list(fns)
 
     def once(name: str) -> dict:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fns[name]()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if isinstance(out, dict):
-            return {"total": wall, **out}
-        return {"total": out if isinstance(out, (int, float)) else wall}
+            return {"total": wall, "cpu": cpu, **out}
+        return {"total": out if isinstance(out, (int, float)) else wall, "cpu": cpu}
 
     for _ in range(warmup):
         for n in names:

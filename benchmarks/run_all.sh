@@ -32,9 +32,9 @@ run logprob_152k      benchmarks/logprob_memory.py --vocab 152064 --lengths 1024
 run logprob_152k_4k_a benchmarks/logprob_memory.py --vocab 152064 --lengths 4096 --variants naive "chunked c=1024"
 run logprob_152k_4k_b benchmarks/logprob_memory.py --vocab 152064 --lengths 4096 --variants "chunked c=256" "lowmem (patch)"
 # 3. This project vs TRL's DPOTrainer
-run trl_tiny          benchmarks/vs_trl.py --configs tiny
-run trl_mid_time      benchmarks/vs_trl.py --configs mid --no-memory
-run trl_mid_mem       benchmarks/vs_trl.py --configs mid --no-time
+run trl_tiny          benchmarks/vs_trl.py --configs tiny --rounds 8 --proposed
+run trl_mid_time      benchmarks/vs_trl.py --configs mid --no-memory --proposed
+run trl_mid_mem       benchmarks/vs_trl.py --configs mid --no-time --proposed
 run trl_mid_profile   benchmarks/vs_trl.py --configs mid --no-memory --no-time --profile --steps 2
 # 4. Generation throughput of the hf backend
 run generation        benchmarks/generation_throughput.py --batch-sizes 1 8 64 256

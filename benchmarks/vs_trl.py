@@ -96,7 +96,7 @@ class Ours:
                 self.ends: list[float] = []
 
             def on_train_batch_end(self, *args, **kwargs) -> None:
-                self.ends.append(time.perf_counter())
+                self.ends.append((time.perf_counter(), time.process_time()))
 
         self.Timer = Timer
 
@@ -107,7 +107,85 @@ class Ours:
                                  enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
                                  log_every_n_steps=10)
         trainer.fit(self.module, self.loader)
-        return [b - a for a, b in zip(timer.ends, timer.ends[1:])]
+        return _diffs(timer.ends)
+
+
+def _diffs(ends: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds between consecutive step ends: the steps after the first."""
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends, ends[1:])]
+
+
+def proposed_module_class():
+    """``OfflineRLModule`` with the changes proposed in benchmarks/README.md, emulated without touching src/.
+
+    1. Diagnostics and their ``self.log`` calls only on the steps Lightning hands to the loggers
+       (``log_every_n_steps``): every ``self.log`` costs ~1 ms of bookkeeping (``_ResultMetric.to``),
+       16 per step today, and values logged between logging steps are dropped anyway.
+    2. ``torch.optim.AdamW(..., fused=True)`` (one kernel instead of ~10 per parameter tensor).
+    3. Log-probs through benchmarks/patches/logprobs_lowmem.py (installed by ``OursProposed``).
+    """
+    import torch
+
+    import fpa.module
+    from fpa.module import OfflineRLModule
+
+    real_diagnostics = fpa.module.batch_diagnostics
+
+    class Proposed(OfflineRLModule):
+        def _log_now(self) -> bool:
+            trainer = self._trainer
+            return trainer is None or trainer._logger_connector.should_update_logs
+
+        def training_step(self, batch, batch_idx):
+            self._logging = self._log_now()
+            fpa.module.batch_diagnostics = real_diagnostics if self._logging else (lambda *a, **k: {})
+            try:
+                return super().training_step(batch, batch_idx)
+            finally:
+                fpa.module.batch_diagnostics = real_diagnostics
+
+        def log(self, name, *args, **kwargs):
+            if getattr(self, "_logging", True) or name == "loss":  # the progress bar's loss: every step
+                super().log(name, *args, **kwargs)
+
+        def log_dict(self, metrics, *args, **kwargs):
+            if metrics:
+                super().log_dict(metrics, *args, **kwargs)
+
+        def configure_optimizers(self):
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return Proposed
+
+
+class OursProposed(Ours):
+    """``Ours`` with the proposed fixes (see ``proposed_module_class``)."""
+
+    name = "this project + proposed fixes"
+
+    def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024) -> None:
+        import fpa.module
+
+        original = fpa.module.OfflineRLModule
+        fpa.module.OfflineRLModule = proposed_module_class()
+        try:
+            super().__init__(path, examples, pairs, lam, chunk_size)
+        finally:
+            fpa.module.OfflineRLModule = original
+
+    def run(self, steps: int) -> list[float]:
+        import fpa.logprobs
+        from patches.logprobs_lowmem import chunked_token_logprobs
+
+        original = fpa.logprobs.chunked_token_logprobs
+        fpa.logprobs.chunked_token_logprobs = chunked_token_logprobs
+        try:
+            return super().run(steps)
+        finally:
+            fpa.logprobs.chunked_token_logprobs = original
 
 
 class TRL:
@@ -142,7 +220,7 @@ class TRL:
                 self.ends: list[float] = []
 
             def on_step_end(self, args, state, control, **kwargs):
-                self.ends.append(time.perf_counter())
+                self.ends.append((time.perf_counter(), time.process_time()))
 
         self.timer = Timer()
         self.trainer.add_callback(self.timer)
@@ -155,8 +233,7 @@ class TRL:
         self.timer.ends = []
         self.trainer.args.max_steps = steps
         self.trainer.train()
-        e = self.timer.ends
-        return [b - a for a, b in zip(e, e[1:])]
+        return _diffs(self.timer.ends)
 
 
 def setup(cfg: dict, path: Path):
@@ -171,6 +248,8 @@ def setup(cfg: dict, path: Path):
 def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
     if which == "ours":
         return Ours(path, examples, cfg["pairs"], lam=lam)
+    if which == "proposed":
+        return OursProposed(path, examples, cfg["pairs"], lam=lam)
     return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"))
 
 
@@ -191,20 +270,27 @@ def child(spec: dict) -> None:
     C.report_child(measure_memory(spec["which"], spec["cfg"], path, setup(spec["cfg"], path)))
 
 
-def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, tokens: int) -> list[list]:
-    trainers = {"ours": make("ours", cfg, path, examples), "trl": make("trl", cfg, path, examples)}
-    per_round: dict[str, list[list[float]]] = {k: [] for k in trainers}
+def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, tokens: int,
+                  which: list[str]) -> list[list]:
+    trainers = {k: make(k, cfg, path, examples) for k in which}
+    wall: dict[str, list[float]] = {k: [] for k in trainers}  # per round: median step time
+    cpu: dict[str, list[float]] = {k: [] for k in trainers}
     for r in range(rounds):
-        for k in (["ours", "trl"] if r % 2 == 0 else ["trl", "ours"]):
-            per_round[k].append(trainers[k].run(cfg["steps"]))
-    med = {k: C.median(C.median(x) for x in v) for k, v in per_round.items()}
-    ratios = [C.median(a) / C.median(b) for a, b in zip(per_round["trl"], per_round["ours"])]
-    lo, hi = C.quartiles(ratios)
+        for k in (which if r % 2 == 0 else which[::-1]):
+            d = trainers[k].run(cfg["steps"])
+            wall[k].append(C.median(x[0] for x in d))
+            cpu[k].append(C.median(x[1] for x in d))
+
+    def ratio(series: dict, k: str) -> str:
+        r = [a / b for a, b in zip(series["trl"], series[k])]
+        lo, hi = C.quartiles(r)
+        return f"{C.median(r):.3f} [{lo:.2f}–{hi:.2f}]"
+
     rows = []
     for k in trainers:
-        n_steps = sum(len(x) for x in per_round[k])
-        rows.append([label, trainers[k].name, n_steps, 1e3 * med[k], tokens / med[k],
-                     f"{C.median(ratios):.3f} [{lo:.2f}–{hi:.2f}]" if k == "ours" else ""])
+        w = C.median(wall[k])
+        rows.append([label, trainers[k].name, rounds * (cfg["steps"] - 1), 1e3 * w, 1e3 * C.median(cpu[k]),
+                     tokens / w, ratio(wall, k) if k != "trl" else "", ratio(cpu, k) if k != "trl" else ""])
     return rows
 
 
@@ -238,6 +324,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--steps", type=int, default=None, help="steps per run (the first is dropped)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-time", action="store_true")
+    p.add_argument("--proposed", action="store_true",
+                   help="also time this project with the proposed fixes (gated logging, fused AdamW, lowmem log-probs)")
     p.add_argument("--profile", action="store_true", help="cProfile one run of each trainer: top functions by own time")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quick", action="store_true")
@@ -272,25 +360,28 @@ def run(args) -> str:
         tokens = cfg["pairs"] * (2 * cfg["prompt"] + cfg["chosen"] + cfg["rejected"])  # non-padding tokens per step
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={json.loads((path / 'config.json').read_text())['vocab_size']}, " \
                 f"{2 * cfg['pairs']}×{width})"
+        which = ["ours", "trl"] + (["proposed"] if args.proposed else [])
         if not args.no_time:
-            time_rows += time_trainers(cfg, path, examples, rounds, label, tokens)
+            time_rows += time_trainers(cfg, path, examples, rounds, label, tokens, which)
         if args.profile:
             prof_text.append(profile_trainers(cfg, path, examples, label))
         if not args.no_memory:
             mems = {}
-            for k in ("ours", "trl"):
+            names = {"ours": Ours.name, "trl": TRL.name, "proposed": OursProposed.name}
+            for k in which:
                 mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
                     Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads})
-            for k, nm in (("ours", Ours.name), ("trl", TRL.name)):
+            for k in which:
                 m = mems[k]
-                mem_rows.append([label, nm, m["delta_mb"], m["peak_mb"],
-                                 f"{m['delta_mb'] / mems['trl']['delta_mb']:.3f}" if k == "ours" and
+                mem_rows.append([label, names[k], m["delta_mb"], m["peak_mb"],
+                                 f"{m['delta_mb'] / mems['trl']['delta_mb']:.3f}" if k != "trl" and
                                  mems["trl"]["delta_mb"] >= 1 else ""])
     out = "" if not time_rows else C.table("This project's DPO vs TRL DPOTrainer: training throughput",
-                  ["config (params, vocab, rows×width)", "trainer", "steps timed", "step ms", "tokens/s",
-                   "speed-up vs TRL (paired)"], time_rows,
+                  ["config (params, vocab, rows×width)", "trainer", "steps timed", "step ms", "CPU ms/step",
+                   "tokens/s", "speed-up vs TRL (wall)", "speed-up vs TRL (CPU)"], time_rows,
                   note=f"Machine: {C.machine()}. tokens = non-padding tokens per step (prompt + completion, both "
-                       "rows of each pair). speed-up = TRL step time / ours, median of per-round ratios. Target ≥ 1.")
+                       "rows of each pair); tokens/s from the wall-clock step. speed-up = TRL step time / ours, "
+                       "median [quartiles] of per-round ratios, on wall time and on process CPU time. Target ≥ 1.")
     out += "\n".join(prof_text)
     if mem_rows:
         out += C.table("This project's DPO vs TRL DPOTrainer: peak memory (RSS)",
