@@ -35,6 +35,9 @@ run logprob_152k_4k_b benchmarks/logprob_memory.py --vocab 152064 --lengths 4096
 run trl_tiny          benchmarks/vs_trl.py --configs tiny --rounds 8 --proposed
 run trl_mid_time      benchmarks/vs_trl.py --configs mid --no-memory --proposed
 run trl_mid_mem       benchmarks/vs_trl.py --configs mid --no-time --proposed
+run trl_tiny_proposed benchmarks/vs_trl.py --configs tiny --no-memory --trainers ours proposed --baseline ours --rounds 10
+run trl_tiny_loop     benchmarks/vs_trl.py --configs tiny --no-memory --trainers ours manual trl --baseline ours --rounds 8
+run trl_mid_proposed  benchmarks/vs_trl.py --configs mid --no-memory --trainers ours proposed --baseline ours --rounds 4
 run trl_mid_profile   benchmarks/vs_trl.py --configs mid --no-memory --no-time --profile --steps 2
 # 4. Generation throughput of the hf backend
 run generation        benchmarks/generation_throughput.py --batch-sizes 1 8 64 256

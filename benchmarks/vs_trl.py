@@ -110,6 +110,32 @@ class Ours:
         return _diffs(timer.ends)
 
 
+class OursManual(Ours):
+    """The same module and loader stepped by hand (no Lightning loop): isolates the loop's own cost."""
+
+    name = "this project, stepped by hand (no Lightning)"
+
+    def run(self, steps: int) -> list[float]:
+        conf = self.module.configure_optimizers()
+        opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+        self.module.train()
+        ends = []
+        it = iter(self.loader)
+        for i in range(steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(self.loader)
+                batch = next(it)
+            loss = self.module.training_step(batch, i)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            ends.append((time.perf_counter(), time.process_time()))
+        return _diffs(ends)
+
+
 def _diffs(ends: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """(wall, CPU) seconds between consecutive step ends: the steps after the first."""
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends, ends[1:])]
@@ -250,6 +276,8 @@ def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
         return Ours(path, examples, cfg["pairs"], lam=lam)
     if which == "proposed":
         return OursProposed(path, examples, cfg["pairs"], lam=lam)
+    if which == "manual":
+        return OursManual(path, examples, cfg["pairs"], lam=lam)
     return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"))
 
 
@@ -271,7 +299,7 @@ def child(spec: dict) -> None:
 
 
 def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, tokens: int,
-                  which: list[str]) -> list[list]:
+                  which: list[str], baseline: str = "trl") -> list[list]:
     trainers = {k: make(k, cfg, path, examples) for k in which}
     wall: dict[str, list[float]] = {k: [] for k in trainers}  # per round: median step time
     cpu: dict[str, list[float]] = {k: [] for k in trainers}
@@ -282,7 +310,7 @@ def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, toke
             cpu[k].append(C.median(x[1] for x in d))
 
     def ratio(series: dict, k: str) -> str:
-        r = [a / b for a, b in zip(series["trl"], series[k])]
+        r = [a / b for a, b in zip(series[baseline], series[k])]
         lo, hi = C.quartiles(r)
         return f"{C.median(r):.3f} [{lo:.2f}–{hi:.2f}]"
 
@@ -290,7 +318,7 @@ def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, toke
     for k in trainers:
         w = C.median(wall[k])
         rows.append([label, trainers[k].name, rounds * (cfg["steps"] - 1), 1e3 * w, 1e3 * C.median(cpu[k]),
-                     tokens / w, ratio(wall, k) if k != "trl" else "", ratio(cpu, k) if k != "trl" else ""])
+                     tokens / w, ratio(wall, k) if k != baseline else "", ratio(cpu, k) if k != baseline else ""])
     return rows
 
 
@@ -326,6 +354,10 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-time", action="store_true")
     p.add_argument("--proposed", action="store_true",
                    help="also time this project with the proposed fixes (gated logging, fused AdamW, lowmem log-probs)")
+    p.add_argument("--trainers", nargs="+", choices=["ours", "trl", "proposed", "manual"],
+                   help="default: ours trl [proposed]; manual = our module stepped by hand, without Lightning")
+    p.add_argument("--baseline", default="trl", choices=["ours", "trl", "proposed", "manual"],
+                   help="the speed-up columns' base")
     p.add_argument("--profile", action="store_true", help="cProfile one run of each trainer: top functions by own time")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quick", action="store_true")
@@ -360,32 +392,32 @@ def run(args) -> str:
         tokens = cfg["pairs"] * (2 * cfg["prompt"] + cfg["chosen"] + cfg["rejected"])  # non-padding tokens per step
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={json.loads((path / 'config.json').read_text())['vocab_size']}, " \
                 f"{2 * cfg['pairs']}×{width})"
-        which = ["ours", "trl"] + (["proposed"] if args.proposed else [])
+        which = args.trainers or (["ours", "trl"] + (["proposed"] if args.proposed else []))
         if not args.no_time:
-            time_rows += time_trainers(cfg, path, examples, rounds, label, tokens, which)
+            time_rows += time_trainers(cfg, path, examples, rounds, label, tokens, which, args.baseline)
         if args.profile:
             prof_text.append(profile_trainers(cfg, path, examples, label))
         if not args.no_memory:
             mems = {}
-            names = {"ours": Ours.name, "trl": TRL.name, "proposed": OursProposed.name}
+            names = {"ours": Ours.name, "trl": TRL.name, "proposed": OursProposed.name, "manual": OursManual.name}
             for k in which:
                 mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
                     Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads})
             for k in which:
-                m = mems[k]
+                m, base = mems[k], mems.get(args.baseline)
                 mem_rows.append([label, names[k], m["delta_mb"], m["peak_mb"],
-                                 f"{m['delta_mb'] / mems['trl']['delta_mb']:.3f}" if k != "trl" and
-                                 mems["trl"]["delta_mb"] >= 1 else ""])
+                                 f"{m['delta_mb'] / base['delta_mb']:.3f}" if base and k != args.baseline and
+                                 base["delta_mb"] >= 1 else ""])
     out = "" if not time_rows else C.table("This project's DPO vs TRL DPOTrainer: training throughput",
                   ["config (params, vocab, rows×width)", "trainer", "steps timed", "step ms", "CPU ms/step",
-                   "tokens/s", "speed-up vs TRL (wall)", "speed-up vs TRL (CPU)"], time_rows,
+                   "tokens/s", f"speed-up vs {args.baseline} (wall)", f"speed-up vs {args.baseline} (CPU)"], time_rows,
                   note=f"Machine: {C.machine()}. tokens = non-padding tokens per step (prompt + completion, both "
-                       "rows of each pair); tokens/s from the wall-clock step. speed-up = TRL step time / ours, "
+                       "rows of each pair); tokens/s from the wall-clock step. speed-up = baseline step time / this row's, "
                        "median [quartiles] of per-round ratios, on wall time and on process CPU time. Target ≥ 1.")
     out += "\n".join(prof_text)
     if mem_rows:
         out += C.table("This project's DPO vs TRL DPOTrainer: peak memory (RSS)",
-                       ["config", "trainer", "Δpeak MB", "total peak MB", "ours / TRL (Δ)"], mem_rows,
+                       ["config", "trainer", "Δpeak MB", "total peak MB", f"Δ / {args.baseline}"], mem_rows,
                        note="Δpeak = peak RSS during training (optimizer state included) − RSS after the trainer and "
                             "both models are built; total peak includes each library's own import footprint.")
     return out
