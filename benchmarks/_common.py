@@ -53,6 +53,17 @@ def set_threads(n: int | None) -> int:
     return prev
 
 
+def run_with_threads(run: Callable[[Any], str], args, collect_peak: bool | None = None) -> str:
+    """``run(args)`` with ``args.threads`` intra-op threads (restored after); peak-RSS sampling off in --quick."""
+    prev = set_threads(args.threads)
+    if collect_peak:
+        PeakRSS.collect = not args.quick
+    try:
+        return run(args)
+    finally:
+        set_threads(prev)
+
+
 def quiet() -> None:
     """Silence the warnings every script would otherwise repeat (self.log without a Trainer, TRL notes)."""
     warnings.filterwarnings("ignore")

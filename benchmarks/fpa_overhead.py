@@ -158,12 +158,7 @@ def main(argv: list[str] | None = None) -> str:
         child(json.loads(args.child))
         return ""
     C.quiet()
-    prev = C.set_threads(args.threads)
-    C.PeakRSS.collect = not args.quick
-    try:
-        return run(args)
-    finally:
-        C.set_threads(prev)
+    return C.run_with_threads(run, args, collect_peak=True)
 
 
 def run(args) -> str:

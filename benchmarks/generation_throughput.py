@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.quick:
         args.batch_sizes, args.max_new_tokens, args.rounds, args.min_prompts = [1, 8], 8, 1, 2
     C.quiet()
-    prev = C.set_threads(args.threads)
-    try:
-        return run(args)
-    finally:
-        C.set_threads(prev)
+    return C.run_with_threads(run, args, collect_peak=None)
 
 
 def run(args) -> str:

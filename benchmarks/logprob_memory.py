@@ -105,12 +105,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.quick:
         args.vocab, args.lengths, args.hidden = [512, 2048], [64, 128], 32
         args.variants = ["naive", "chunked c=32", "lowmem (patch)"]
-    prev = C.set_threads(args.threads)
-    C.PeakRSS.collect = not args.quick
-    try:
-        return run(args)
-    finally:
-        C.set_threads(prev)
+    return C.run_with_threads(run, args, collect_peak=True)
 
 
 def run(args) -> str:

@@ -42,11 +42,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     C.quiet()
-    prev = C.set_threads(args.threads)
-    try:
-        return run(args)
-    finally:
-        C.set_threads(prev)
+    return C.run_with_threads(run, args, collect_peak=None)
 
 
 def run(args) -> str:
