@@ -9,9 +9,12 @@ import yaml
 from fpa.cli.report import report
 
 
-def _run(root, name, objective, lam, seed, curve, status="finished"):
+def _run(root, name, objective, lam, seed, curve, status="finished", choice=None):
     d = root / name
     (d / ".hydra").mkdir(parents=True)
+    if choice:  # what Hydra records as the config-group choice, e.g. objective=rft for the SFT loss
+        (d / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
+            "objective": choice}}}}))
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
         {"objective": {"_target_": f"fpa.objectives.x.{objective}"}, "fpa": {"lam": lam, "apply_to": "both"},
          "seed": seed}))
@@ -26,7 +29,7 @@ def _run(root, name, objective, lam, seed, curve, status="finished"):
                   "train/coef/future/rejected": [-0.05] * len(curve)}).to_csv(d / "csv/version_0/metrics.csv",
                                                                             index=False)
     (d / "results.json").write_text(json.dumps({
-        "reference": {"benchmark": "arith", "pass@1": 0.4}, "policy": {"benchmark": "arith", "pass@1": curve[-1]}}))
+        "reference": {"benchmark": "arith", "pass@1": 0.4, "model": "cache/sft/ref"}, "policy": {"benchmark": "arith", "pass@1": curve[-1]}}))
 
 
 def test_report_table_plots_and_failed_runs(tmp_path):
@@ -36,6 +39,7 @@ def test_report_table_plots_and_failed_runs(tmp_path):
     _run(root, "2", "DPO", 1.0, 0, [0.40, 0.55, 0.60])
     _run(root, "3", "KTO", 1.0, 0, [], status="failed")
     _run(root, "4", "KTO", 0.0, 0, [], status="running")
+    _run(root, "5", "SFT", 0.0, 0, [0.40, 0.41, 0.43], choice="rft")
     table, plots = report([str(root)], tmp_path / "out")
 
     frame = pd.read_csv(tmp_path / "out" / "report.csv")
@@ -47,8 +51,17 @@ def test_report_table_plots_and_failed_runs(tmp_path):
     assert fpa.final_mean == 0.60 and fpa.n == 1
     assert abs(frame[frame.method == "reference"].iloc[0].final_mean - 0.4) < 1e-12
 
-    assert "| DPO | arith | 0.445 ± 0.007 | 0.470 ± 0.042 | 2 |" in table
+    heldout = frame[(frame.method == "DPO") & (frame.benchmark == "heldout")].iloc[0]
+    assert heldout.final_mean == statistics.mean([0.45, 0.44])  # results.json, the end-of-run evaluation
+    ref = frame[frame.method == "reference"]
+    assert set(ref.benchmark) == {"heldout", "arith"} and (ref.n == 1).all()  # one reference, not one per run
+    assert abs(ref[ref.benchmark == "arith"].iloc[0].final_mean - 0.40) < 1e-12  # step 0 of the curves
+
+    assert "| method | seeds | heldout final | arith final | arith best |" in table
+    assert "| DPO | 2 | 0.445 ± 0.007 | 0.445 ± 0.007 | 0.470 ± 0.042 |" in table
     assert "failed (ValueError: boom)" in table and "FPA-KTO (λ=1)" in table
     assert "unfinished" in table
-    assert {p.name for p in plots} == {"pass1_vs_step.png", "logps_vs_step.png", "coef_vs_step.png"}
+    assert frame[(frame.method == "RFT") & (frame.benchmark == "heldout")].iloc[0].final_mean == 0.43
+    assert {p.name for p in plots} == {"heldout_final.png", "pass1_vs_step.png", "logps_vs_step.png",
+                                       "coef_vs_step.png"}
     assert all(p.stat().st_size > 1000 for p in plots)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from fpa.cli.conf_dir import conf_dir
 from fpa.evaluation.callback import make_eval_callbacks
 from fpa.models.loading import load_tokenizer
+from fpa.reporting.labels import method_label, objective_name
 from fpa.stages.evaluate import evaluate_model
 from fpa.stages.prepare import base_model
 from fpa.stages.runtime import make_prompt
@@ -53,7 +54,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     for lg in loggers:
         lg.log_metrics({"eval/reference/pass@1": ref_eval["pass@1"], "eval/policy/pass@1": pol_eval["pass@1"]})
         lg.finalize("success")
-    results = {"objective": cfg.objective._target_.rsplit(".", 1)[-1], "fpa": dict(cfg.fpa),
+    choice = HydraConfig.get().runtime.choices.get("objective") if HydraConfig.initialized() else None
+    results = {"objective": objective_name(cfg.objective._target_, choice), "fpa": dict(cfg.fpa),
                "reference": ref_eval, "policy": pol_eval, "stage_seconds": timings,
                "paths": {"reference": reference, "trajectories": str(trajectories), "policy": str(policy)}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -62,7 +64,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def print_table(results: dict) -> None:
-    name = f"{results['objective']} (λ={results['fpa']['lam']}, {results['fpa']['apply_to']})"
+    name = method_label(results["objective"], results["fpa"]["lam"], results["fpa"]["apply_to"])
     rows = [("reference", results["reference"]), (name, results["policy"])]
     print(f"\n| model | {results['reference']['benchmark']} pass@1 | outcome | process |\n|---|---|---|---|")
     for label, r in rows:

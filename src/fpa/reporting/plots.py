@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fpa.reporting.runs import Run  # noqa: E402
+from fpa.reporting.table import HELDOUT, results_frame  # noqa: E402
 
 
 def _mean_curve(runs: list[Run], column: str) -> pd.Series | None:
@@ -57,16 +58,42 @@ def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path,
 
 
 def eval_columns(runs: list[Run]) -> dict[str, str]:
-    """The pass@1 curve per benchmark logged during training (the average when there are several)."""
+    """The pass@1 curve per benchmark logged during training."""
     cols = sorted({c for r in runs if r.metrics is not None for c in r.metrics.columns
-                   if c.startswith("eval/") and c.endswith("/pass@1") and "reference" not in c})
-    if "eval/avg/pass@1" in cols:
-        return {"": "eval/avg/pass@1"}
+                   if c.startswith("eval/") and c.endswith("/pass@1")
+                   and c.split("/")[1] not in ("reference", "policy", "avg")})
     return {c.split("/")[1] if len(cols) > 1 else "": c for c in cols}
+
+
+def heldout_bars(runs: list[Run], path: Path) -> Path | None:
+    """Final held-out pass@1 per method (mean ± std over seeds); FPA on in its own colour, reference dashed."""
+    frame = results_frame(runs)
+    if frame.empty:
+        return None
+    rows = frame[frame.benchmark == HELDOUT]
+    methods = rows[rows.method != "reference"]
+    if methods.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(methods) + 2), 4.2))
+    colours = ["tab:orange" if m.startswith("FPA-") else "tab:blue" for m in methods.method]
+    ax.bar(range(len(methods)), methods.final_mean, yerr=methods.final_std, color=colours, capsize=3)
+    ref = rows[rows.method == "reference"]
+    if len(ref):
+        ax.axhline(float(ref.final_mean.iloc[0]), color="k", linestyle="--", linewidth=1, label="reference")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(methods)), methods.method, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("held-out pass@1 (end of training)")
+    ax.set_title("final held-out pass@1, mean ± std over seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def all_plots(runs: list[Run], out: Path) -> list[Path]:
     made = [
+        heldout_bars(runs, out / "heldout_final.png"),
         curve_grid(runs, eval_columns(runs), "held-out pass@1 during training", out / "pass1_vs_step.png",
                    "pass@1"),
         curve_grid(runs, {"chosen": "train/logps/chosen", "rejected": "train/logps/rejected"},

@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fpa.reporting.labels import method_label, objective_name
+
 
 @dataclass
 class Run:
@@ -23,11 +25,11 @@ class Run:
     results: dict[str, Any] | None = None
     error: str | None = None
     metrics: pd.DataFrame | None = None
+    choices: dict[str, str] = field(default_factory=dict)  # Hydra's config-group choices (objective=rft)
 
     @property
     def objective(self) -> str:
-        target = self.config.get("objective", {}).get("_target_", "?")
-        return target.rsplit(".", 1)[-1]
+        return objective_name(self.config.get("objective", {}).get("_target_", "?"), self.choices.get("objective"))
 
     @property
     def lam(self) -> float:
@@ -43,10 +45,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        if self.lam == 0:
-            return self.objective
-        side = "" if self.apply_to == "both" else f", {self.apply_to}"
-        return f"FPA-{self.objective} (λ={self.lam:g}{side})"
+        return method_label(self.objective, self.lam, self.apply_to)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -78,6 +77,9 @@ def read_metrics(path: Path) -> pd.DataFrame | None:
 def load_run(path: Path) -> Run:
     config_file = path / ".hydra" / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    hydra_file = path / ".hydra" / "hydra.yaml"
+    hydra_cfg = yaml.safe_load(hydra_file.read_text()) if hydra_file.exists() else {}
+    choices = ((hydra_cfg or {}).get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
     status_file, results_file = path / "status.json", path / "results.json"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     results = json.loads(results_file.read_text()) if results_file.exists() else None
@@ -88,7 +90,7 @@ def load_run(path: Path) -> Run:
     else:
         state = "unfinished"  # started and never reported an end: killed, or still running
     return Run(path=path, status=state, config=config or status.get("config", {}), results=results,
-               error=status.get("error"), metrics=read_metrics(path))
+               error=status.get("error"), metrics=read_metrics(path), choices=choices)
 
 
 def load_runs(roots: list[str | Path]) -> list[Run]:

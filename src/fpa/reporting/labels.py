@@ -1,0 +1,22 @@
+"""How methods are named in tables and plots: the objective, and FPA's λ when it is on."""
+
+from __future__ import annotations
+
+
+def objective_name(target: str, choice: str | None = None) -> str:
+    """The objective's class name, or its config name when that names something else.
+
+    ``objective=rft`` instantiates the SFT loss on verified-correct trajectories: it is shown as RFT.
+    """
+    cls = target.rsplit(".", 1)[-1]
+    if choice and choice.replace("_", "").lower() != cls.lower():
+        return choice.upper()
+    return cls
+
+
+def method_label(objective: str, lam: float, apply_to: str = "both") -> str:
+    """``DPO`` with FPA off; ``FPA-DPO (λ=1)`` or ``FPA-DPO (λ=1, rejected)`` with it on."""
+    if not lam:
+        return objective
+    side = "" if apply_to == "both" else f", {apply_to}"
+    return f"FPA-{objective} (λ={float(lam):g}{side})"
