@@ -9,27 +9,16 @@ import json
 import random
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
-
-from fpa.models.char_tokenizer import build_char_tokenizer
+from fpa.models.tiny import build_tiny_model
 
 
 def build_model(out: Path, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
                 intermediate_size: int = 64, max_positions: int = 64, dropout: float = 0.0, seed: int = 0,
                 tie: bool = True) -> Path:
     """A tiny Llama + the character tokenizer, saved like a hub model (``dropout``: attention dropout)."""
-    out = Path(out)
-    tok = build_char_tokenizer()
-    config = AutoConfig.for_model(
-        "llama", vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=max_positions, tie_word_embeddings=tie, attention_dropout=dropout,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_model(out, "llama", hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            intermediate_size=intermediate_size, max_positions=max_positions, seed=seed, tie=tie,
+                            dropout=dropout)
 
 
 def write_trajectories(path: Path, n_problems: int = 12, samples: int = 4, seed: int = 0) -> Path:

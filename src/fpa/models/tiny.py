@@ -16,14 +16,14 @@ from fpa.models.char_tokenizer import build_char_tokenizer
 
 def build_tiny_model(out_dir: str | Path, family: str = "llama", hidden_size: int = 128, num_layers: int = 4,
                      num_heads: int = 4, intermediate_size: int = 384, max_positions: int = 256,
-                     seed: int = 0) -> Path:
-    """Build tokenizer + randomly initialised model and save both to ``out_dir``."""
+                     seed: int = 0, tie: bool = True, dropout: float = 0.0) -> Path:
+    """Build tokenizer + randomly initialised model and save both to ``out_dir`` (``dropout``: attention)."""
     out_dir = Path(out_dir)
     tokenizer = build_char_tokenizer()
     config = AutoConfig.for_model(
         family, vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        max_position_embeddings=max_positions, tie_word_embeddings=tie, attention_dropout=dropout,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
