@@ -6,16 +6,28 @@ With r = lp − lr (log-ratio of one completion) and a reference point z,
     undesirable:  λ_U · (1 − σ(β(z − r)))
 
 z estimates KL(π_θ ‖ π_ref) from mismatched (prompt, completion) rows (``x.kl``): the batch mean
-of their log-ratios, detached and clamped at 0, as in the paper.
+of their log-ratios, detached and clamped at 0, as in the paper. Under data parallelism the mean is
+over the global batch (every rank's rows), so all ranks share one z.
 Gradient coefficient: λ_D·β·σ'(β(r − z)) for desirable rows, −λ_U·β·σ'(β(z − r)) for undesirable.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from fpa.objectives.base import Objective, ObjectiveInputs
+
+
+def global_mean(values: Tensor) -> Tensor:
+    """Mean over every data-parallel rank's values (this rank's mean when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return values.mean()
+    stats = torch.stack([values.sum(), torch.tensor(float(values.numel()), dtype=values.dtype,
+                                                    device=values.device)])
+    dist.all_reduce(stats)
+    return stats[0] / stats[1]
 
 
 class KTO(Objective):
@@ -36,7 +48,7 @@ class KTO(Objective):
             raise ValueError("KTO needs mismatched KL rows (ObjectiveInputs.kl) to estimate its reference point z")
         kl = x.kl
         ratio = self.sequence(kl.policy, kl.mask) - self.sequence(self._require_reference(kl), kl.mask)
-        return ratio.mean().detach().clamp(min=0)
+        return global_mean(ratio.detach()).clamp(min=0)
 
     def terms(self, x: ObjectiveInputs) -> Tensor:
         if x.chosen is None:
