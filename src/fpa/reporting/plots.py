@@ -15,6 +15,9 @@ from fpa.reporting.runs import Run  # noqa: E402
 from fpa.reporting.table import HELDOUT, results_frame  # noqa: E402
 
 
+_STYLES = ["-", "--", ":", "-."]
+
+
 def _mean_curve(runs: list[Run], column: str) -> pd.Series | None:
     curves = []
     for r in runs:
@@ -26,8 +29,12 @@ def _mean_curve(runs: list[Run], column: str) -> pd.Series | None:
     return pd.concat(curves, axis=1).mean(axis=1) if curves else None
 
 
-def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path, ylabel: str) -> Path | None:
-    """Panel per objective; a line per (method label, column) averaged over seeds."""
+def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path, ylabel: str,
+               smooth: int = 1) -> Path | None:
+    """Panel per objective; a line per (method label, column) averaged over seeds.
+
+    ``smooth``: centred rolling mean over that many logged points (per-batch training metrics are noisy).
+    """
     by_objective: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         if r.metrics is not None:
@@ -36,14 +43,22 @@ def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path,
               if any(_mean_curve(rs, c) is not None for rs in labels.values() for c in columns.values())]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=False)
-    for ax, (obj, labels) in zip(axes[0], panels):
-        for label, rs in sorted(labels.items()):
-            for name, col in columns.items():
-                curve = _mean_curve(rs, col)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False, sharey=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (obj, labels) in zip(axes.flat, panels):
+        # colour = method (FPA off first, in blue), line style = which curve (benchmark, chosen/rejected)
+        ordered = sorted(labels, key=lambda lb: (lb != obj, lb))
+        for i, label in enumerate(ordered):
+            for j, (name, col) in enumerate(columns.items()):
+                curve = _mean_curve(labels[label], col)
+                if curve is not None and smooth > 1:
+                    curve = curve.rolling(smooth, center=True, min_periods=1).mean()
                 if curve is not None:
-                    style = "-" if label == obj else "--"  # FPA variants dashed
-                    ax.plot(curve.index, curve.values, style, label=f"{label} {name}".strip(), linewidth=1.4)
+                    ax.plot(curve.index, curve.values, _STYLES[j % len(_STYLES)], color=f"C{i}",
+                            label=f"{label} {name}".strip(), linewidth=1.4, marker="." if len(curve) < 12 else None)
         ax.set_title(obj)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
@@ -97,10 +112,10 @@ def all_plots(runs: list[Run], out: Path) -> list[Path]:
         curve_grid(runs, eval_columns(runs), "held-out pass@1 during training", out / "pass1_vs_step.png",
                    "pass@1"),
         curve_grid(runs, {"chosen": "train/logps/chosen", "rejected": "train/logps/rejected"},
-                   "sequence log-probs of chosen (correct) and rejected completions", out / "logps_vs_step.png",
-                   "log π(y|x)"),
+                   "sequence log-probs of chosen (correct) and rejected completions (rolling mean of 5 logs)",
+                   out / "logps_vs_step.png", "log π(y|x)", smooth=5),
         curve_grid(runs, {"chosen": "train/coef/future/chosen", "rejected": "train/coef/future/rejected"},
-                   "gradient coefficients at the policy they are taken from", out / "coef_vs_step.png",
-                   "coefficient"),
+                   "gradient coefficients at the policy they are taken from (rolling mean of 5 logs)",
+                   out / "coef_vs_step.png", "coefficient", smooth=5),
     ]
     return [p for p in made if p is not None]
