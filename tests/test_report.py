@@ -65,3 +65,15 @@ def test_report_table_plots_and_failed_runs(tmp_path):
     assert {p.name for p in plots} == {"heldout_final.png", "pass1_vs_step.png", "logps_vs_step.png",
                                        "coef_vs_step.png"}
     assert all(p.stat().st_size > 1000 for p in plots)
+
+
+def test_runs_are_found_in_job_order_and_fpa_rows_follow_their_base(tmp_path):
+    root = tmp_path / "multirun"
+    _run(root, "2", "DPO", 1.0, 0, [0.40, 0.50])
+    _run(root, "10", "KTO", 0.0, 0, [0.40, 0.30])
+    _run(root, "11", "DPO", 0.0, 0, [0.40, 0.45])
+    from fpa.reporting.runs import find_run_dirs
+
+    assert [p.name for p in find_run_dirs([root])] == ["2", "10", "11"]  # not "10", "11", "2"
+    table, _ = report([str(root)], tmp_path / "out")
+    assert table.index("| DPO |") < table.index("| FPA-DPO (λ=1) |") < table.index("| KTO |")

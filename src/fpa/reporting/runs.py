@@ -7,6 +7,7 @@ Works from local files only (no W&B account): Hydra's ``.hydra/config.yaml``, th
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,13 @@ def find_run_dirs(roots: list[str | Path]) -> list[Path]:
             found.append(root)
             continue
         found += sorted({p.parent.parent for p in root.glob("**/.hydra/config.yaml")} |
-                        {p.parent for p in root.glob("**/status.json")}, key=str)
+                        {p.parent for p in root.glob("**/status.json")}, key=_natural)
     return found
+
+
+def _natural(path: Path) -> list:
+    """Sort key putting multirun job 2 before job 10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def read_metrics(path: Path) -> pd.DataFrame | None:

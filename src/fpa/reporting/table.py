@@ -66,12 +66,14 @@ def results_frame(runs: list[Run]) -> pd.DataFrame:
     """One row per (method, benchmark): final/best pass@1 mean and std over seeds, and n seeds."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {"final": [], "best": []})
     references: dict[str, dict[str, float]] = defaultdict(dict)  # benchmark -> reference model -> score
-    order: list[str] = []
+    order: dict[str, tuple] = {}  # label -> (objective's first appearance, λ, side): FPA variants follow their base
+    objectives: list[str] = []
     for run in runs:
         if run.status != "finished":
             continue
-        if run.label not in order:
-            order.append(run.label)
+        if run.objective not in objectives:
+            objectives.append(run.objective)
+        order.setdefault(run.label, (objectives.index(run.objective), run.lam, run.apply_to))
         best = best_scores(run)
         for bench, value in final_scores(run).items():
             groups[(run.label, bench)]["final"].append(value)
@@ -92,7 +94,7 @@ def results_frame(runs: list[Run]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    rank = {m: i for i, m in enumerate(["reference", *order])}
+    rank = {m: i for i, m in enumerate(["reference", *sorted(order, key=order.get)])}
     return frame.sort_values(["benchmark", "method"], key=lambda s: s.map(rank) if s.name == "method" else
                              s.map(lambda b: (b != HELDOUT, b))).reset_index(drop=True)
 
