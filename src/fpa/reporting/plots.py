@@ -90,11 +90,16 @@ def heldout_bars(runs: list[Run], path: Path) -> Path | None:
     if methods.empty:
         return None
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(methods) + 2), 4.2))
-    colours = ["tab:orange" if m.startswith("FPA-") else "tab:blue" for m in methods.method]
+    colours = ["tab:orange" if m.startswith("FPA-") else "tab:gray" if m == "RFT" else "tab:blue"
+               for m in methods.method]
     ax.bar(range(len(methods)), methods.final_mean, yerr=methods.final_std, color=colours, capsize=3)
     ref = rows[rows.method == "reference"]
     if len(ref):
         ax.axhline(float(ref.final_mean.iloc[0]), color="k", linestyle="--", linewidth=1, label="reference")
+    control = methods[methods.method == "RFT"]  # the control every preference method must beat
+    if len(control):
+        ax.axhline(float(control.final_mean.iloc[0]), color="tab:gray", linestyle=":", linewidth=1.2, label="RFT")
+    if len(ref) or len(control):
         ax.legend(fontsize=8)
     ax.set_xticks(range(len(methods)), methods.method, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("held-out pass@1 (end of training)")
