@@ -10,7 +10,7 @@ from fpa.cli.train import run
 def test_smoke_pipeline_runs_every_stage_and_reuses_cache(smoke_cfg, smoke_cache, tmp_path, capsys):
     first = run(smoke_cfg("fpa.lam=1.0", cache=smoke_cache), tmp_path / "fpa")
     out = capsys.readouterr().out
-    assert "| reference |" in out and "DPO (λ=1.0, both)" in out
+    assert "| reference |" in out and "FPA-DPO (λ=1)" in out
     saved = json.loads((tmp_path / "fpa" / "results.json").read_text())
     assert saved["policy"]["pass@1"] == first["policy"]["pass@1"]
     for key in ("reference", "policy"):
