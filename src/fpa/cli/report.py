@@ -27,7 +27,7 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     frame.to_csv(out / "report.csv", index=False)
     table = markdown_table(frame, runs)
     (out / "report.md").write_text(table)
-    return table, all_plots(runs, out)
+    return table, all_plots(runs, out, frame)
 
 
 @hydra.main(config_path=conf_dir(), config_name="report", version_base="1.3")

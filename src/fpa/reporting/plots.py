@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fpa.reporting.runs import Run  # noqa: E402
-from fpa.reporting.table import HELDOUT, results_frame  # noqa: E402
+from fpa.reporting.table import HELDOUT, pass1_columns, results_frame  # noqa: E402
 
 
 _STYLES = ["-", "--", ":", "-."]
@@ -75,15 +75,15 @@ def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path,
 
 def eval_columns(runs: list[Run]) -> dict[str, str]:
     """The pass@1 curve per benchmark logged during training."""
-    cols = sorted({c for r in runs if r.metrics is not None for c in r.metrics.columns
-                   if c.startswith("eval/") and c.endswith("/pass@1")
-                   and c.split("/")[1] not in ("reference", "policy", "avg")})
-    return {c.split("/")[1] if len(cols) > 1 else "": c for c in cols}
+    cols = {}
+    for r in runs:
+        if r.metrics is not None:
+            cols.update(pass1_columns(r.metrics.columns))
+    return {name if len(cols) > 1 else "": cols[name] for name in sorted(cols)}
 
 
-def heldout_bars(runs: list[Run], path: Path) -> Path | None:
-    """Final held-out pass@1 per method (mean ± std over seeds); FPA on in its own colour, reference dashed."""
-    frame = results_frame(runs)
+def heldout_bars(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Final held-out pass@1 per method (``results_frame``); FPA on in its own colour, reference dashed."""
     if frame.empty:
         return None
     rows = frame[frame.benchmark == HELDOUT]
@@ -112,9 +112,10 @@ def heldout_bars(runs: list[Run], path: Path) -> Path | None:
     return path
 
 
-def all_plots(runs: list[Run], out: Path) -> list[Path]:
+def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> list[Path]:
+    """Every plot; ``frame`` is ``results_frame(runs)`` when the caller already has it."""
     made = [
-        heldout_bars(runs, out / "heldout_final.png"),
+        heldout_bars(results_frame(runs) if frame is None else frame, out / "heldout_final.png"),
         curve_grid(runs, eval_columns(runs), "held-out pass@1 during training", out / "pass1_vs_step.png",
                    "pass@1"),
         curve_grid(runs, {"chosen": "train/logps/chosen", "rejected": "train/logps/rejected"},

@@ -9,51 +9,44 @@ import pandas as pd
 
 from fpa.reporting.runs import Run
 
-_EVAL_PREFIX = "eval/"
-_PASS1 = "/pass@1"
-
-
 HELDOUT = "heldout"  # the end-of-run evaluation (eval.n_problems x eval.k), results.json
+_NOT_BENCHMARKS = ("reference", "policy", "avg")  # eval/<these>/pass@1 are summaries, not curves
+
+
+def pass1_columns(columns) -> dict[str, str]:
+    """Benchmark name -> its ``eval/<benchmark>/pass@1`` column, for the curves logged during training."""
+    out = {}
+    for col in columns:
+        parts = col.split("/")
+        if len(parts) == 3 and parts[0] == "eval" and parts[2] == "pass@1" and parts[1] not in _NOT_BENCHMARKS:
+            out[parts[1]] = col
+    return out
 
 
 def _curves(run: Run) -> dict[str, pd.Series]:
     """Per benchmark, pass@1 against step from the evaluations logged during training."""
-    curves: dict[str, pd.Series] = {}
     if run.metrics is None or "step" not in run.metrics:
-        return curves
-    for col in run.metrics.columns:
-        name = col[len(_EVAL_PREFIX): -len(_PASS1)] if col.startswith(_EVAL_PREFIX) and col.endswith(_PASS1) else ""
-        if name and name not in ("reference", "policy", "avg"):
-            series = run.metrics[["step", col]].dropna().groupby("step")[col].last()
-            if len(series):
-                curves[name] = series
-    return curves
+        return {}
+    curves = {name: run.metrics[["step", col]].dropna().groupby("step")[col].last()
+              for name, col in pass1_columns(run.metrics.columns).items()}
+    return {name: c for name, c in curves.items() if len(c)}
 
 
-def final_scores(run: Run) -> dict[str, float]:
-    """Per benchmark, the last evaluation of the trained policy; ``heldout`` is the end-of-run eval."""
-    scores = {name: float(c.iloc[-1]) for name, c in _curves(run).items()}
+def run_scores(run: Run) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per benchmark: the trained policy's final score, its best after step 0 (curves only), and the reference's.
+
+    ``heldout`` is the end-of-run evaluation in results.json; the curves' step 0, when logged, is the
+    reference itself, so it counts for the reference and not as the policy's best.
+    """
+    curves = _curves(run)
+    final = {name: float(c.iloc[-1]) for name, c in curves.items()}
+    best = {name: max(final[name], float(c[c.index > 0].max())) if (c.index > 0).any() else final[name]
+            for name, c in curves.items()}
+    reference = {name: float(c.loc[0]) for name, c in curves.items() if 0 in c.index}
     if run.results is not None:
-        scores[HELDOUT] = float(run.results["policy"]["pass@1"])
-    return scores
-
-
-def best_scores(run: Run) -> dict[str, float]:
-    """Per benchmark curve, the best evaluation after step 0 (step 0 is the reference itself)."""
-    best = {name: v for name, v in final_scores(run).items() if name != HELDOUT}
-    for name, c in _curves(run).items():
-        trained = c[c.index > 0]
-        if len(trained):
-            best[name] = max(best[name], float(trained.max()))
-    return best
-
-
-def reference_scores(run: Run) -> dict[str, float]:
-    """The reference on the same benchmarks: its end-of-run eval, and step 0 of curves that start there."""
-    scores = {name: float(c.loc[0]) for name, c in _curves(run).items() if 0 in c.index}
-    if run.results is not None:
-        scores[HELDOUT] = float(run.results["reference"]["pass@1"])
-    return scores
+        final[HELDOUT] = float(run.results["policy"]["pass@1"])
+        reference[HELDOUT] = float(run.results["reference"]["pass@1"])
+    return final, best, reference
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -74,13 +67,13 @@ def results_frame(runs: list[Run]) -> pd.DataFrame:
         if run.objective not in objectives:
             objectives.append(run.objective)
         order.setdefault(run.label, (objectives.index(run.objective), run.lam, run.apply_to))
-        best = best_scores(run)
-        for bench, value in final_scores(run).items():
+        final, best, reference = run_scores(run)
+        for bench, value in final.items():
             groups[(run.label, bench)]["final"].append(value)
             if bench in best:
                 groups[(run.label, bench)]["best"].append(best[bench])
         ref_model = str((run.results or {}).get("reference", {}).get("model", run.path))
-        for bench, value in reference_scores(run).items():
+        for bench, value in reference.items():
             references[bench][ref_model] = value  # one entry per reference model, however many runs share it
     for bench, per_model in references.items():
         groups[("reference", bench)]["final"] = list(per_model.values())
