@@ -15,6 +15,7 @@ grows to 32 MiB and keeps freed blocks below it resident).
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gc
 import json
@@ -51,6 +52,20 @@ def set_threads(n: int | None) -> int:
     if n:
         torch.set_num_threads(n)
     return prev
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None, child: Callable[[dict], None] | None = None):
+    """Parse with the options every benchmark shares: --threads, --quick and, for scripts that measure in a
+    fresh subprocess, --child. Returns None after running a child's spec (the caller then returns "")."""
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--quick", action="store_true", help="toy sizes (for the tests)")
+    if child is not None:
+        p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if child is not None and args.child:
+        child(json.loads(args.child))
+        return None
+    return args
 
 
 def run_with_threads(run: Callable[[Any], str], args, collect_peak: bool | None = None) -> str:
@@ -258,22 +273,11 @@ def word_tokenizer(vocab_size: int):
 def build_model(out_dir: Path, vocab_size: int | None = None, hidden: int = 128, layers: int = 4, heads: int = 4,
                 intermediate: int = 384, max_positions: int = 256, tie: bool = True, seed: int = 0) -> Path:
     """A randomly initialised Llama saved with ``save_pretrained`` (+ tokenizer): char vocab when ``vocab_size`` is None."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from fpa.models.tiny import build_tiny_model
 
-    from fpa.models.char_tokenizer import build_char_tokenizer
-
-    tok = build_char_tokenizer() if vocab_size is None else word_tokenizer(vocab_size)
-    config = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
-                                  num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                                  max_position_embeddings=max_positions, tie_word_embeddings=tie,
-                                  pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                  eos_token_id=tok.eos_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return Path(out_dir)
+    return build_tiny_model(out_dir, "llama", hidden_size=hidden, num_layers=layers, num_heads=heads,
+                            intermediate_size=intermediate, max_positions=max_positions, seed=seed, tie=tie,
+                            tokenizer=None if vocab_size is None else word_tokenizer(vocab_size))
 
 
 def n_params(path: Path) -> int:

@@ -150,12 +150,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-breakdown", action="store_true")
     p.add_argument("--patch", action="store_true",
                    help="also run both variants through benchmarks/patches/logprobs_lowmem.py (the proposed fix)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="toy sizes, memory in process (for the tests)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        child(json.loads(args.child))
+    args = C.parse_args(p, argv, child)
+    if args is None:
         return ""
     C.quiet()
     return C.run_with_threads(run, args, collect_peak=True)

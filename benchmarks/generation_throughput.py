@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--min-prompts", type=int, default=8, help="prompts per round at least (several small batches)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
+    args = C.parse_args(p, argv)
     if args.quick:
         args.batch_sizes, args.max_new_tokens, args.rounds, args.min_prompts = [1, 8], 8, 1, 2
     C.quiet()

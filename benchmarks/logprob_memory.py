@@ -23,7 +23,6 @@ peak exceeds ``--max-gb`` (default 16) or the memory available now are skipped, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -95,12 +94,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--variants", nargs="+", default=VARIANTS, help=f"from {VARIANTS} (any 'chunked c=K')")
     p.add_argument("--max-gb", type=float, default=16.0)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        child(json.loads(args.child))
+    args = C.parse_args(p, argv, child)
+    if args is None:
         return ""
     if args.quick:
         args.vocab, args.lengths, args.hidden = [512, 2048], [64, 128], 32

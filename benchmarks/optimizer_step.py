@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["tiny", "mid"], choices=sorted(SIZES))
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
+    args = C.parse_args(p, argv)
     C.quiet()
     return C.run_with_threads(run, args, collect_peak=None)
 

@@ -359,12 +359,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--baseline", default="trl", choices=["ours", "trl", "proposed", "manual"],
                    help="the speed-up columns' base")
     p.add_argument("--profile", action="store_true", help="cProfile one run of each trainer: top functions by own time")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        child(json.loads(args.child))
+    args = C.parse_args(p, argv, child)
+    if args is None:
         return ""
     C.quiet()
     return C.run_with_threads(run, args, collect_peak=True)

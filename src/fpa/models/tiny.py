@@ -16,10 +16,13 @@ from fpa.models.char_tokenizer import build_char_tokenizer
 
 def build_tiny_model(out_dir: str | Path, family: str = "llama", hidden_size: int = 128, num_layers: int = 4,
                      num_heads: int = 4, intermediate_size: int = 384, max_positions: int = 256,
-                     seed: int = 0, tie: bool = True, dropout: float = 0.0) -> Path:
-    """Build tokenizer + randomly initialised model and save both to ``out_dir`` (``dropout``: attention)."""
+                     seed: int = 0, tie: bool = True, dropout: float = 0.0, tokenizer=None) -> Path:
+    """Build tokenizer + randomly initialised model and save both to ``out_dir`` (``dropout``: attention).
+
+    ``tokenizer``: any fast tokenizer with pad/bos/eos tokens instead of the character one.
+    """
     out_dir = Path(out_dir)
-    tokenizer = build_char_tokenizer()
+    tokenizer = build_char_tokenizer() if tokenizer is None else tokenizer
     config = AutoConfig.for_model(
         family, vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
