@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import fpa.cli.conf_dir  # noqa: F401  (registers the config resolvers)
+from fpa.config.resolvers import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+register_resolvers()
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

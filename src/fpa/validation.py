@@ -392,6 +392,9 @@ class _Composer:
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
+        from fpa.config.resolvers import register_resolvers
+
+        register_resolvers()
         if GlobalHydra.instance().is_initialized():
             GlobalHydra.instance().clear()
         self._ctx = initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3")

@@ -29,7 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.cli.app import hydra_app
 from fpa.evaluation.benchmarks import build_suite
 from fpa.evaluation.runner import EvalSettings, evaluate_suite, write_samples
 from fpa.models.loading import load_tokenizer
@@ -124,7 +124,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     return report
 
 
-@hydra.main(config_path=conf_dir(), config_name="eval", version_base="1.3")
+@hydra_app("eval")
 def main(cfg: DictConfig) -> None:
     run(cfg, cfg.out_dir or HydraConfig.get().runtime.output_dir)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.cli.app import hydra_app
 from fpa.stages.cache import config_key
 from fpa.stages.prepare import base_model
 from fpa.stages.sample import generate_to, trajectory_identity
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> tuple[Path, dict]:
     return out, report
 
 
-@hydra.main(config_path=conf_dir(), config_name="generate", version_base="1.3")
+@hydra_app("generate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.cli.app import hydra_app
 
 from fpa.reporting.plots import all_plots
 from fpa.reporting.runs import load_runs
@@ -30,7 +30,7 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     return table, all_plots(runs, out, frame)
 
 
-@hydra.main(config_path=conf_dir(), config_name="report", version_base="1.3")
+@hydra_app("report")
 def main(cfg: DictConfig) -> None:
     roots = [str(r) for r in cfg.runs] if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
     table, plots = report(roots, Path(cfg.out or roots[0]))

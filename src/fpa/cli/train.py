@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.cli.app import hydra_app
 from fpa.evaluation.callback import make_eval_callbacks
 from fpa.models.loading import load_tokenizer
 from fpa.reporting.labels import method_label, objective_name
@@ -79,18 +79,20 @@ def write_status(run_dir: Path, status: str, **extra) -> None:
     (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2, default=str))
 
 
-@hydra.main(config_path=conf_dir(), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+@hydra_app("train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns the policy's held-out pass@1: the value Hydra sweepers (Optuna) optimise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     write_status(run_dir, "running")
     try:
-        run(cfg, run_dir)
+        results = run(cfg, run_dir)
     except BaseException as err:
         write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         if isinstance(err, FPAError):
             raise SystemExit(f"fpa-train: {err}") from None
         raise
     write_status(run_dir, "finished")
+    return results["policy"]["pass@1"] if results else None
 
 
 if __name__ == "__main__":
