@@ -1,6 +1,6 @@
 """Failing fast and clearly: the errors a run stops with, each a message a user can act on.
 
-- :class:`ConfigError`: the config is wrong (raised before any model loads, see :mod:`fpa.validation`).
+- :class:`ConfigError`: the config is wrong (raised before any model loads, see :mod:`fpa.config.parts`).
 - :class:`NonFiniteLossError`: the loss went NaN/inf; names the step and the batch, and the last
   good checkpoint (the step is never taken, so no checkpoint holds the bad state).
 - :class:`OutOfMemoryHint`: a GPU ran out of memory; names the knobs that lower memory.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import lightning as L
 import torch
 
 
@@ -81,25 +82,33 @@ def check_finite_loss(loss: torch.Tensor, trainer: Any, batch_idx: int, world_si
     kept = (f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was written yet")
     raise NonFiniteLossError(
         f"training stopped: the loss is {kind} at step {step} ({describe_batch(trainer, batch_idx)}); "
-        f"the step was not taken and {kept}. Lower train.lr, check the batch's data, or resume from the "
+        f"the step was not taken and {kept}. Lower optimizer.lr, check the batch's data, or resume from the "
         "checkpoint with a different seed/order.")
 
 
-def oom_message(cfg: Any, micro_batch_size: int | None = None) -> str:
-    t = cfg.train
-    gc = bool(t.get("gradient_checkpointing")) or bool(cfg.trainer.get("gradient_checkpointing", False))
+class NaNGuard(L.Callback):
+    """Stops training before the backward pass of a NaN/inf loss (so the bad step is never taken)."""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        check_finite_loss(loss, trainer, getattr(pl_module, "last_batch_idx", 0), trainer.world_size,
+                          reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+
+
+def oom_message(micro_batch_size: int, global_batch: int, chunk_size: int, gradient_checkpointing: bool,
+                max_length: int) -> str:
     return ("GPU out of memory. Lower the memory a step needs: "
-            f"train.micro_batch_size (now {micro_batch_size or cfg.data.batch_size}; the global batch "
-            f"data.batch_size={cfg.data.batch_size} is kept by gradient accumulation), "
-            f"train.chunk_size (now {t.chunk_size} tokens per log-prob chunk), "
-            f"gradient checkpointing (now {'on' if gc else 'off'}: train.gradient_checkpointing=true), "
-            f"data.max_length (now {cfg.data.max_length}), or shard the model over GPUs with trainer=fsdp.")
+            f"data.micro_batch_size (now {micro_batch_size}; the global batch "
+            f"data.batch_size={global_batch} is kept by gradient accumulation), "
+            f"module.chunk_size (now {chunk_size} tokens per log-prob chunk), "
+            f"gradient checkpointing (now {'on' if gradient_checkpointing else 'off'}: "
+            "module.gradient_checkpointing=true), "
+            f"data.max_length (now {max_length}), or shard the model over GPUs with trainer=fsdp.")
 
 
 @contextlib.contextmanager
-def oom_hints(cfg: Any, micro_batch_size: int | None = None) -> Iterator[None]:
+def oom_hints(**settings: Any) -> Iterator[None]:
     """Turn a CUDA out-of-memory error into :class:`OutOfMemoryHint` naming the knobs to turn."""
     try:
         yield
     except torch.OutOfMemoryError as e:
-        raise OutOfMemoryHint(f"{oom_message(cfg, micro_batch_size)} ({str(e).splitlines()[0][:200]})") from e
+        raise OutOfMemoryHint(f"{oom_message(**settings)} ({str(e).splitlines()[0][:200]})") from e

@@ -12,29 +12,22 @@ reloaded from ``reference_path``); they load with ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
-import math
-from functools import partial
-from typing import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
 
 import lightning as L
 import torch
 
+from fpa.config import checks
 from fpa.diagnostics import batch_diagnostics
 from fpa.fpa import FuturePolicy
-from fpa.guards import check_finite_loss
 from fpa.logprobs import CompletionLogProbs, completion_logprobs
 from fpa.models.loading import load_model
 from fpa.data.packing import unpack_logprobs
 from fpa.objectives.base import Objective, ObjectiveInputs
+from fpa.optim import AdamW, WarmupCosine
 
 REFERENCE = "reference."
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _drop_reference(module, state_dict, prefix, local_metadata) -> None:
@@ -62,20 +55,44 @@ def _gathered(model) -> Iterator[None]:
         model.reshard()
 
 
+@dataclass(frozen=True)
+class ModuleSettings:
+    """The ``module`` node: how the LightningModule runs its models (the parts come from their own nodes)."""
+
+    chunk_size: int = 256  # tokens per log-prob chunk: peak logits memory ≈ chunk_size × vocab × 4 B (×2 in backward)
+    gradient_checkpointing: bool = False  # recompute activations in backward (set by the GPU trainer presets)
+
+    def __post_init__(self) -> None:
+        checks.number("chunk_size", self.chunk_size, 1, integer=True)
+        checks.flag("gradient_checkpointing", self.gradient_checkpointing)
+
+    def build(self, policy_path: str, objective: Objective, fpa: FuturePolicy, optimizer: AdamW,
+              scheduler: WarmupCosine, **kwargs: Any) -> OfflineRLModule:
+        return OfflineRLModule(policy_path, objective, fpa, optimizer=optimizer, scheduler=scheduler,
+                               chunk_size=self.chunk_size, gradient_checkpointing=self.gradient_checkpointing,
+                               **kwargs)
+
+
 class OfflineRLModule(L.LightningModule):
     def __init__(self, policy_path: str, objective: Objective, fpa: FuturePolicy | None = None,
-                 reference_path: str | None = None, lr: float = 1e-5, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, total_steps: int = 1000, min_lr_ratio: float = 1.0,
-                 chunk_size: int = 1024, dtype: str = "float32", gradient_checkpointing: bool = False,
-                 trust_remote_code: bool = False, policy_dtype: str | None = None,
-                 sync_loss: bool = True) -> None:
+                 reference_path: str | None = None, optimizer: AdamW | None = None,
+                 scheduler: WarmupCosine | None = None, chunk_size: int = 1024, dtype: str = "float32",
+                 gradient_checkpointing: bool = False, trust_remote_code: bool = False,
+                 policy_dtype: str | None = None, sync_loss: bool = True) -> None:
         super().__init__()
         # Plain values only (strings, numbers): checkpoints stay loadable with weights_only=True.
-        self.save_hyperparameters(ignore=["objective", "fpa"])
+        self.save_hyperparameters(ignore=["objective", "fpa", "optimizer", "scheduler"])
         self.objective = objective
         self.fpa = fpa or FuturePolicy()
+        self.optimizer_factory = optimizer or AdamW()
+        self.scheduler_factory = scheduler or WarmupCosine(warmup_steps=0, total_steps=1000)
         self.hparams["objective"] = f"{type(objective).__module__}.{type(objective).__qualname__}"
         self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to}
+        self.hparams["optimizer"] = {"name": type(self.optimizer_factory).__name__,
+                                     **{k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in asdict(self.optimizer_factory).items()}}
+        self.hparams["scheduler"] = {"name": type(self.scheduler_factory).__name__,
+                                     **asdict(self.scheduler_factory)}
         self.uses_reference = objective.needs_reference or self.fpa.enabled
         # The policy's master weights: fp32 under bf16-mixed (policy_dtype), else the model's dtype.
         self.policy = load_model(policy_path, policy_dtype or dtype, trust_remote_code)
@@ -89,9 +106,8 @@ class OfflineRLModule(L.LightningModule):
         if self.uses_reference:
             self.reference = load_model(reference_path or policy_path, dtype, trust_remote_code, frozen=True)
             self.reference.config.use_cache = False
-        self.lr, self.weight_decay, self.chunk_size, self.sync_loss = lr, weight_decay, chunk_size, sync_loss
-        self.schedule = partial(warmup_cosine, warmup=max(1, warmup_steps), total=total_steps,
-                                min_ratio=min_lr_ratio)
+        self.chunk_size, self.sync_loss = chunk_size, sync_loss
+        self.last_batch_idx = 0  # for the NaN guard's message
         self.register_state_dict_post_hook(_drop_reference)
         self.register_load_state_dict_post_hook(_reference_not_expected)
 
@@ -145,13 +161,9 @@ class OfflineRLModule(L.LightningModule):
                                chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.last_batch_idx = batch_idx
         x = self.objective_inputs(batch)
         out = self.fpa(self.objective, x)
-        trainer = self._trainer
-        if trainer is not None:
-            world = trainer.world_size
-            check_finite_loss(out.loss, trainer, batch_idx, world,
-                              reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
         shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
         n = x.policy.shape[0]
         diag = batch_diagnostics(x, out, self.objective.data, shared)
@@ -166,6 +178,6 @@ class OfflineRLModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
+        opt = self.optimizer_factory(params)
+        sched = self.scheduler_factory(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

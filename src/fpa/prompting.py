@@ -11,6 +11,19 @@ class PromptFormat:
     use_chat_template: bool = False  # wrap the templated question as one user turn
     system: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.template, str) or "{question}" not in self.template:
+            raise ValueError(f"template: must contain {{question}}, got {self.template!r}")
+        try:
+            self.template.format(question="q")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"template: not a str.format template with only {{question}} ({type(e).__name__}: "
+                             f"{e}); write literal braces as {{{{ }}}}") from None
+        if not isinstance(self.use_chat_template, bool):
+            raise ValueError(f"use_chat_template: must be true or false, got {self.use_chat_template!r}")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ValueError(f"system: must be a string or null, got {self.system!r}")
+
     def __call__(self, question: str, tokenizer=None) -> str:
         text = self.template.format(question=question)
         if not self.use_chat_template:

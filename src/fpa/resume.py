@@ -149,9 +149,18 @@ class LastCheckpoint(ModelCheckpoint):
     the swap, and :func:`find_last` falls back to it).
     """
 
-    def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
-        super().__init__(dirpath=str(dirpath), save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
-                         enable_version_counter=False)
+    def __init__(self, every_n_train_steps: int = 100, dirpath: str | Path | None = None) -> None:
+        """``dirpath`` None: ``<trainer.default_root_dir>/checkpoints`` (the run directory's)."""
+        from fpa.config import checks
+
+        checks.number("every_n_train_steps", every_n_train_steps, 1, integer=True)
+        super().__init__(dirpath=None if dirpath is None else str(dirpath), save_last=True, save_top_k=0,
+                         every_n_train_steps=every_n_train_steps, enable_version_counter=False)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        super().setup(trainer, pl_module, stage)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = filepath + ".partial"

@@ -1,7 +1,7 @@
 """fpa-eval: a benchmark suite on a Lightning checkpoint, a saved model directory or a hub model id.
 
     fpa-eval model_path=outputs/runs/X/policy                        # the embedded suite, offline
-    fpa-eval model_path=Qwen/Qwen2.5-Math-1.5B benchmark=math7 backend=vllm
+    fpa-eval model_path=Qwen/Qwen2.5-Math-1.5B model=qwen2.5-math-1.5b benchmark=math7 generate.backend=vllm
     fpa-eval model_path=last.ckpt base_model=<the model it was trained from>
 
 Writes to ``out_dir`` (default: the Hydra run directory):
@@ -30,10 +30,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fpa.cli.app import hydra_app
-from fpa.evaluation.benchmarks import build_suite
-from fpa.evaluation.runner import EvalSettings, evaluate_suite, write_samples
+from fpa.guards import ConfigError, FPAError
 from fpa.models.loading import load_tokenizer
-from fpa.prompting import PromptFormat
 
 
 def _model_kind(path: str) -> str:
@@ -77,46 +75,39 @@ def checkpoint_to_model_dir(ckpt_path: str | Path, out: Path, base_model: str | 
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    from fpa.generation.backends import load_backend
+    from fpa.config.parts import eval_parts
+    from fpa.models.spec import check_input_path
+    from fpa.stages.evaluate import evaluate_to
 
     if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
-        raise SystemExit("fpa-eval: set model_path=<Lightning .ckpt | saved model directory | hub model id>")
+        raise ConfigError("model_path: set model_path=<Lightning .ckpt | saved model directory | hub model id>")
+    parts = eval_parts(cfg)  # checked before any model loads
+    try:
+        for key in ("model_path", "base_model", "tokenizer"):
+            check_input_path(key, cfg.get(key), "path")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    settings = EvalSettings.from_config(bench_cfg)
-    benchmarks = build_suite(bench_cfg["benchmarks"], default_n_problems=settings.n_problems)
-
+    model, suite = parts.model, parts.benchmark
     model_path, kind, base = str(cfg.model_path), _model_kind(str(cfg.model_path)), None
     if kind == "checkpoint":
-        converted, base = checkpoint_to_model_dir(model_path, out_dir / "model", cfg.base_model, cfg.dtype,
-                                                  cfg.tokenizer, cfg.trust_remote_code)
+        converted, base = checkpoint_to_model_dir(model_path, out_dir / "model", cfg.base_model, model.dtype,
+                                                  cfg.tokenizer, model.trust_remote_code)
         model_path = str(converted)
-    tokenizer = load_tokenizer(cfg.tokenizer or model_path, cfg.trust_remote_code)
-    batch_size = int(bench_cfg.get("batch_size") or 64)
-    backend_options = OmegaConf.to_container(cfg.backend_options, resolve=True) or {}
-    sampler = load_backend(cfg.backend, model_path, tokenizer, dtype=cfg.dtype, batch_size=batch_size,
-                           max_new_tokens=settings.max_new_tokens, progress=cfg.progress,
-                           trust_remote_code=cfg.trust_remote_code, **backend_options)
-    prompt = PromptFormat(**OmegaConf.to_container(cfg.model.prompt, resolve=True))
-    result = evaluate_suite(sampler, benchmarks, prompt, settings, suite=bench_cfg.get("suite", ""))
-
-    sample_files = write_samples(result, out_dir / "samples") if cfg.save_samples else {}
-    report = result.to_dict()
-    for name, path in sample_files.items():
-        report["benchmarks"][name]["samples_file"] = str(Path(path).relative_to(out_dir))
-    report["model"] = {"model_path": str(cfg.model_path), "kind": kind, "evaluated_path": model_path,
-                       "base_model": base, "backend": cfg.backend, "dtype": cfg.dtype,
-                       "backend_options": backend_options}
-    report["sampling"] = {"seed": settings.seed, "batch_size": batch_size, "k": settings.k,
-                          "temperature": settings.temperature, "top_p": settings.top_p,
+    result, report = evaluate_to(model_path, suite, model.prompt, parts.generate, out_dir, dtype=model.dtype,
+                                 tokenizer=cfg.tokenizer, trust_remote_code=model.trust_remote_code,
+                                 progress=bool(cfg.progress), save_samples=bool(cfg.save_samples))
+    report["model"].update({"model_path": str(cfg.model_path), "kind": kind, "evaluated_path": model_path,
+                            "base_model": base})
+    report["sampling"] = {"seed": suite.seed, "batch_size": suite.batch_size, "k": suite.k,
+                          "temperature": suite.temperature, "top_p": suite.top_p,
                           "note": "hf backend: the same seed and batch size give the same completions"}
-    report["prompt"] = OmegaConf.to_container(cfg.model.prompt, resolve=True)
-    report["benchmark_config"] = bench_cfg
+    report["benchmark_config"] = parts.config["benchmark"]
     report["wall_s"] = round(time.perf_counter() - start, 2)
     (out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
-    title = f"{cfg.model_path} — {result.suite or 'suite'} ({cfg.backend})"
+    title = f"{cfg.model_path} — {result.suite or 'suite'} ({parts.generate.backend})"
     table = result.markdown(title)
     (out_dir / "results.md").write_text(table)
     print(table)
@@ -126,7 +117,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
 @hydra_app("eval")
 def main(cfg: DictConfig) -> None:
-    run(cfg, cfg.out_dir or HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, cfg.out_dir or HydraConfig.get().runtime.output_dir)
+    except FPAError as err:
+        raise SystemExit(f"fpa-eval: {err}") from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     fpa-generate                                          # the embedded tiny reference, into fpa-train's cache
     fpa-generate experiment=smoke out_dir=/tmp/trajs      # toy size
     fpa-generate model_path=outputs/runs/X/policy generate.k=16 generate.temperature=0.8 out_dir=trajs
-    fpa-generate model=<cfg> task=<cfg> generate.backend=vllm     # a real model on a GPU
+    fpa-generate experiment=qwen2.5-math-1.5b              # a real model on a GPU (vLLM)
 
 Started again with the same settings, it skips the shards already written. The output directory
 holds ``train-*.parquet`` shards (``datasets.load_dataset("parquet", data_dir=out_dir)``), a
@@ -15,29 +15,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from fpa.cli.app import hydra_app
-from fpa.stages.cache import config_key
-from fpa.stages.prepare import base_model
-from fpa.stages.sample import generate_to, trajectory_identity
-from fpa.stages.warm_start import warm_start
+from fpa.config.keys import stage_key
+from fpa.config.parts import TrainParts, train_parts
+from fpa.guards import ConfigError, FPAError
+from fpa.models.spec import check_input_path
+from fpa.stages.sample import VERSION, generate_to, trajectory_inputs
 
 
-def model_to_sample(cfg: DictConfig) -> tuple[str, dict]:
-    """(path or hub id, identity): ``model_path`` as given, else the reference fpa-train would use."""
-    if cfg.model_path:
-        path = str(cfg.model_path)
-        return path, {"name_or_path": str(Path(path).resolve()) if Path(path).exists() else path}
-    return warm_start(cfg, *base_model(cfg))
+def model_to_sample(parts: TrainParts, model_path: str | None) -> tuple[str, str]:
+    """(path or hub id, cache key): ``model_path`` as given, else the reference fpa-train would use."""
+    from fpa.cli.train import reference_model
+
+    if model_path:
+        resolved = str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
+        return str(model_path), stage_key("reference", "1", path=resolved)
+    return reference_model(parts)
 
 
 def run(cfg: DictConfig) -> tuple[Path, dict]:
-    model_path, model_ident = model_to_sample(cfg)
-    ident = trajectory_identity(cfg, model_ident, skip=cfg.skip_problems)
-    out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.paths.cache_dir) / "trajectories" / config_key(ident)
-    report = generate_to(cfg, model_path, ident, out, skip=cfg.skip_problems, progress=cfg.progress)
+    parts = train_parts(cfg, "generate")  # checked before any model loads
+    try:
+        check_input_path("model_path", cfg.model_path, "model")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.skip_problems is not None and (isinstance(cfg.skip_problems, bool) or int(cfg.skip_problems) < 0):
+        raise ConfigError(f"skip_problems: must be an integer >= 0, got {cfg.skip_problems!r}")
+    model_path, model_key = model_to_sample(parts, cfg.model_path)
+    skip = parts.sft_skip if cfg.skip_problems is None else int(cfg.skip_problems)
+    inputs = trajectory_inputs(model_key, parts.task, parts.model.prompt, parts.generate, skip, parts.data_seed)
+    out = Path(cfg.out_dir) if cfg.out_dir else parts.cache_dir / "trajectories" / stage_key("trajectories", VERSION,
+                                                                                              **inputs)
+    report = generate_to(model_path, inputs, out, parts.model.dtype, progress=bool(cfg.progress))
     print(f"trajectories: {out}\n  {report['n_trajectories']} samples of {report['n_problems']} problems, "
           f"accuracy {report['accuracy']:.3f}, share with pairs {report['share_problems_with_pairs']:.3f}, "
           f"{report['tokens_per_s']:.0f} tokens/s")
@@ -46,7 +57,10 @@ def run(cfg: DictConfig) -> tuple[Path, dict]:
 
 @hydra_app("generate")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except FPAError as err:
+        raise SystemExit(f"fpa-generate: {err}") from None
 
 
 if __name__ == "__main__":

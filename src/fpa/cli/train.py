@@ -11,27 +11,44 @@ import json
 import time
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fpa.cli.app import hydra_app
-from fpa.evaluation.callback import make_eval_callbacks
-from fpa.models.loading import load_tokenizer
+from fpa.config.keys import stage_key
+from fpa.config.parts import TrainParts, train_parts
+from fpa.guards import FPAError
 from fpa.reporting.labels import method_label, objective_name
 from fpa.stages.evaluate import evaluate_model
 from fpa.stages.prepare import base_model
-from fpa.stages.runtime import make_prompt
-from fpa.stages.sample import generate_trajectories
+from fpa.stages.sample import generate_trajectories, trajectory_inputs
 from fpa.stages.train import is_global_zero, train_policy
-from fpa.validation import check_config
-from fpa.guards import FPAError
 from fpa.stages.warm_start import warm_start
 
 
+def reference_model(parts: TrainParts, timings: dict | None = None) -> tuple[str, str]:
+    """(path, cache key) of the reference: ``model.reference`` as given, else prepare → sft (cached)."""
+    timings = {} if timings is None else timings
+    if parts.model.reference:
+        path = str(parts.model.reference)
+        return path, stage_key("reference", "1", path=str(Path(path).resolve()) if Path(path).exists() else path)
+    start = time.perf_counter()
+    base, base_key = base_model(parts.model, parts.data_seed, parts.cache_dir)
+    timings["prepare"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    ref = warm_start(base, base_key, parts.sft, parts.model, parts.task, parts.trainer, parts.data_seed,
+                     parts.cache_dir)
+    timings["sft"] = round(time.perf_counter() - start, 1)
+    return ref
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    check_config(cfg)  # one clear line per problem, before any model loads
+    parts = train_parts(cfg)  # every node built and checked: one clear line per problem, before any model loads
+    choice = HydraConfig.get().runtime.choices.get("objective") if HydraConfig.initialized() else None
+    return run_parts(parts, run_dir, choice)
+
+
+def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -41,21 +58,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         timings[name] = round(time.perf_counter() - start, 1)
         return result
 
-    base, base_ident = timed("prepare", base_model, cfg)
-    reference, ref_ident = timed("sft", warm_start, cfg, base, base_ident)
-    trajectories, _ = timed("generate", generate_trajectories, cfg, reference, ref_ident)
-    loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in cfg.logger.values()]
-    callbacks = make_eval_callbacks(cfg, load_tokenizer(reference), make_prompt(cfg), samples_dir=run_dir / "eval_samples")
-    policy = timed("train", train_policy, cfg, reference, trajectories, run_dir, loggers, callbacks)
+    reference, ref_key = reference_model(parts, timings)
+    if parts.data.trajectories:
+        trajectories = Path(parts.data.trajectories)
+    else:
+        inputs = trajectory_inputs(ref_key, parts.task, parts.model.prompt, parts.generate, parts.sft_skip,
+                                   parts.data_seed)
+        trajectories, _ = timed("generate", generate_trajectories, reference, inputs, parts.cache_dir,
+                                parts.model.dtype)
+    loggers = parts.make_loggers(run_dir)
+    policy = timed("train", train_policy, parts, reference, trajectories, run_dir, loggers)
     if not is_global_zero():
         return {}  # other ranks of a multi-process run: rank 0 evaluates and writes the results
-    ref_eval = timed("eval_reference", evaluate_model, cfg, reference, ident=ref_ident)
-    pol_eval = timed("eval_policy", evaluate_model, cfg, str(policy), out=run_dir / "eval")
+    ev = {"suite": parts.benchmark, "prompt": parts.model.prompt, "generate": parts.generate,
+          "dtype": parts.model.dtype}
+    ref_eval = timed("eval_reference", evaluate_model, reference, out=None, key=ref_key, cache_dir=parts.cache_dir,
+                     **ev)
+    pol_eval = timed("eval_policy", evaluate_model, str(policy), out=run_dir / "eval", **ev)
     for lg in loggers:
         lg.log_metrics({"eval/reference/pass@1": ref_eval["pass@1"], "eval/policy/pass@1": pol_eval["pass@1"]})
         lg.finalize("success")
-    choice = HydraConfig.get().runtime.choices.get("objective") if HydraConfig.initialized() else None
-    results = {"objective": objective_name(cfg.objective._target_, choice), "fpa": dict(cfg.fpa),
+    fpa = {"lam": float(parts.fpa.lam), "apply_to": parts.fpa.apply_to}
+    results = {"objective": objective_name(parts.config["objective"]["_target_"], objective_choice), "fpa": fpa,
                "reference": ref_eval, "policy": pol_eval, "stage_seconds": timings,
                "paths": {"reference": reference, "trajectories": str(trajectories), "policy": str(policy)}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -66,10 +90,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def print_table(results: dict) -> None:
     name = method_label(results["objective"], results["fpa"]["lam"], results["fpa"]["apply_to"])
     rows = [("reference", results["reference"]), (name, results["policy"])]
-    print(f"\n| model | {results['reference']['benchmark']} pass@1 | outcome | process |\n|---|---|---|---|")
+    names = list(results["reference"]["suite"]["benchmarks"])
+    print(f"\n| model | {' | '.join(f'{n} pass@1' for n in names)} | {names[0]} process |\n|---|"
+          + "---|" * (len(names) + 1))
     for label, r in rows:
         proc = "-" if r["process"] is None else f"{r['process']:.3f}"
-        print(f"| {label} | {r['pass@1']:.3f} | {r['outcome']:.3f} | {proc} |")
+        scores = " | ".join(f"{r['suite']['benchmarks'][n]['metrics']['pass@1']:.3f}" for n in names)
+        print(f"| {label} | {scores} | {proc} |")
     print("stage seconds:", results["stage_seconds"])
 
 

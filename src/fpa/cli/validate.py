@@ -1,10 +1,11 @@
 """Check configs without loading a model or touching the network.
 
-    python -m fpa.cli.validate                                  # every preset and experiment
-    python -m fpa.cli.validate model=qwen2.5-math-7b trainer=fsdp objective=kto fpa.lam=2   # one config
-    python -m fpa.cli.validate --config generate model=llama-3.2-3b-instruct
+    fpa-validate                                                  # every preset and experiment
+    fpa-validate model=qwen2.5-math-7b trainer=fsdp objective=kto fpa.lam=2   # one config
+    fpa-validate --config generate experiment=llama-3.2-3b-instruct
 
-Prints one line per problem; exits 1 if any config has one.
+Builds every typed node of the composed config (each checks its own fields) and runs the
+cross-field rules; prints one line per problem and exits 1 if any config has one.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fpa.config.compose import ENTRY_CONFIGS, check, check_presets, compose
 from fpa.guards import ConfigError
-from fpa.validation import compose, validate_config, validate_presets
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpa.cli.validate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="train", help="config name: train | generate | eval")
+    parser = argparse.ArgumentParser(prog="fpa-validate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="train", choices=ENTRY_CONFIGS, help="config name")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides; none: check every preset")
     args = parser.parse_args(argv)
     if args.overrides:
         try:
-            problems = validate_config(compose(args.config, args.overrides),
-                                       "all" if args.config in ("train", "generate") else "model")
+            problems = check(compose(args.config, args.overrides), args.config)
         except ConfigError as e:
             problems = e.problems
         for p in problems:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok: {args.config} {' '.join(args.overrides)}")
         return 1 if problems else 0
     bad = 0
-    for name, overrides, problems in validate_presets():
+    for name, overrides, problems in check_presets():
         label = f"{name} {' '.join(overrides)}".strip()
         print(f"{'ok  ' if not problems else 'FAIL'} {label}")
         for p in problems:

@@ -19,10 +19,9 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
-
-from fpa.evaluation.benchmarks import Benchmark, build_suite
-from fpa.evaluation.runner import EvalSettings, SuiteResult, evaluate_suite, write_samples
+from fpa.config import checks
+from fpa.evaluation.runner import SuiteResult, evaluate_suite, write_samples
+from fpa.evaluation.suite import Suite
 from fpa.generation.hf import HFGenerator
 from fpa.prompting import PromptFormat
 
@@ -30,33 +29,44 @@ log = logging.getLogger(__name__)
 
 
 class BenchmarkEvalCallback(L.Callback):
-    def __init__(self, benchmarks: list[Benchmark], settings: EvalSettings, tokenizer, prompt: PromptFormat, *,
-                 every_n_steps: int = 0, at_start: bool = False, at_end: bool = True, batch_size: int = 64,
-                 suite: str = "", prefix: str = "eval", samples_dir: str | Path | None = None,
+    """The ``callbacks.eval`` node: the suite (``${benchmark}``) on the live policy during training.
+
+    ``n_problems`` caps every benchmark for the curves (the end-of-run evaluation uses the whole
+    suite). The tokenizer is the policy's own (loaded from the module's ``policy_path`` at setup)
+    unless one is given. Sampling is ``transformers.generate`` on the policy in memory: other
+    backends are for saved models (the end-of-run evaluation and ``fpa-eval``).
+    """
+
+    def __init__(self, suite: Suite, prompt: PromptFormat, *, every_n_steps: int = 0, at_start: bool = False,
+                 at_end: bool = True, n_problems: int | None = None, prefix: str = "eval",
+                 samples_dir: str | Path | None = None, tokenizer=None,
                  make_sampler: Callable[[Any, Any], Any] | None = None) -> None:
         """``make_sampler(model, tokenizer)`` builds the sampler (default: :class:`HFGenerator`);
-        ``samples_dir``: write each evaluation's samples under ``<samples_dir>/step-<N>/``."""
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps must be >= 0 (0: never during training), got {every_n_steps}")
-        self.benchmarks, self.settings, self.tokenizer, self.prompt = benchmarks, settings, tokenizer, prompt
+        ``samples_dir``: write each evaluation's samples under ``<samples_dir>/step-<N>/`` (default:
+        ``<run dir>/eval_samples``)."""
+        checks.number("every_n_steps", every_n_steps, 0, integer=True)
+        checks.number("n_problems", n_problems, 1, integer=True, optional=True)
+        checks.flag("at_start", at_start)
+        checks.flag("at_end", at_end)
+        self.suite = suite.subset(n_problems)
+        self.benchmarks, self.settings = list(self.suite.benchmarks.values()), self.suite.settings()
+        self.prompt, self.tokenizer = prompt, tokenizer
         self.every_n_steps, self.at_start, self.at_end = every_n_steps, at_start, at_end
-        self.batch_size, self.suite, self.prefix = batch_size, suite, prefix
+        self.batch_size, self.prefix = self.suite.batch_size, prefix
         self.samples_dir = Path(samples_dir) if samples_dir else None
         self.make_sampler = make_sampler
         self.history: list[dict[str, Any]] = []  # one row of logged metrics per evaluation, with its step
         self.last_result: SuiteResult | None = None
         self._last_step: int | None = None
 
-    @classmethod
-    def from_config(cls, node: DictConfig | dict, tokenizer, prompt: PromptFormat,
-                    **overrides) -> BenchmarkEvalCallback:
-        """From a ``benchmark`` config node (a suite config: settings, ``benchmarks``, callback options)."""
-        cfg = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        settings = EvalSettings.from_config(cfg)
-        benchmarks = build_suite(cfg["benchmarks"], default_n_problems=settings.n_problems)
-        kwargs = {k: cfg[k] for k in ("every_n_steps", "at_start", "at_end", "batch_size", "samples_dir")
-                  if cfg.get(k) is not None}
-        return cls(benchmarks, settings, tokenizer, prompt, suite=cfg.get("suite", ""), **{**kwargs, **overrides})
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.tokenizer is None:
+            from fpa.models.loading import load_tokenizer
+
+            hp = getattr(pl_module, "hparams", {})
+            self.tokenizer = load_tokenizer(hp["policy_path"], bool(hp.get("trust_remote_code", False)))
+        if self.samples_dir is None and trainer.default_root_dir:
+            self.samples_dir = Path(trainer.default_root_dir) / "eval_samples"
 
     # -- hooks -----------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -85,7 +95,7 @@ class BenchmarkEvalCallback(L.Callback):
         step = trainer.global_step
         self._last_step = step
         result = evaluate_suite(self.sampler(pl_module), self.benchmarks, self.prompt, self.settings,
-                                suite=self.suite, rank=trainer.global_rank, world_size=trainer.world_size,
+                                suite=self.suite.name, rank=trainer.global_rank, world_size=trainer.world_size,
                                 device=pl_module.device)
         self.last_result = result
         metrics = result.flat_metrics(self.prefix)
@@ -102,16 +112,3 @@ class BenchmarkEvalCallback(L.Callback):
                 (out / "results.json").write_text(json.dumps({"step": step, **result.to_dict()}, indent=2))
         log.info("step %d: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("pass@1")))
         return metrics
-
-
-def make_eval_callbacks(cfg: DictConfig, tokenizer, prompt: PromptFormat, samples_dir: str | Path | None = None
-                        ) -> list[L.Callback]:
-    """The eval callback from ``cfg.benchmark`` when a suite is configured and enabled, else no callback.
-
-    Disabled when ``cfg.benchmark`` is missing/null or ``cfg.benchmark.enabled`` is false.
-    """
-    node = cfg.get("benchmark") if hasattr(cfg, "get") else None
-    if not node or not node.get("enabled", True):
-        return []
-    extra = {"samples_dir": samples_dir} if samples_dir is not None else {}
-    return [BenchmarkEvalCallback.from_config(node, tokenizer, prompt, **extra)]

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from fpa.config import checks
 from fpa.evaluation.benchmarks import Benchmark
 from fpa.evaluation.metrics import BenchmarkAccuracy, SampleShare
 from fpa.prompting import PromptFormat
@@ -54,28 +55,24 @@ class EvalSettings:
     verify_workers: int = 4  # threads checking answers (the checks themselves run in worker processes)
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"eval: k must be >= 1, got {self.k}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"eval: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
-        self.pass_at = sorted({1, *(self.pass_at if self.pass_at is not None else [self.k])})
-        self.maj_at = sorted(set(self.maj_at if self.maj_at is not None else [self.k]))
+        checks.number("k", self.k, 1, integer=True)
+        checks.number("temperature", self.temperature, 0)
+        checks.number("top_p", self.top_p, 0, 1, strict=True)
+        checks.number("max_new_tokens", self.max_new_tokens, 1, integer=True)
+        checks.number("n_problems", self.n_problems, 1, integer=True, optional=True)
+        checks.number("verify_workers", self.verify_workers, 1, integer=True)
+        self.pass_at = sorted({1, *(int(x) for x in (self.pass_at if self.pass_at is not None else [self.k]))})
+        self.maj_at = sorted({int(x) for x in (self.maj_at if self.maj_at is not None else [self.k])})
         too_big = [x for x in (*self.pass_at, *self.maj_at) if x > self.k or x < 1]
         if too_big:
-            raise ValueError(f"eval: pass_at / maj_at values must be in [1, k={self.k}], got {too_big}")
+            raise ValueError(f"pass_at: pass_at / maj_at values must be in [1, k={self.k}], got {too_big}")
 
-    @classmethod
-    def from_config(cls, node: Mapping[str, Any]) -> EvalSettings:
-        """From a config node; keys that are not settings (benchmarks, callback options) are ignored."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: node[k] for k in node if k in names}
-        for key in ("pass_at", "maj_at"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = [int(x) for x in kwargs[key]]
-        return cls(**kwargs)
+    def settings(self) -> EvalSettings:
+        """The sampling and scoring settings alone (a :class:`~fpa.evaluation.suite.Suite` adds benchmarks)."""
+        return EvalSettings(**{f.name: getattr(self, f.name) for f in fields(EvalSettings)})
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self.settings())
 
 
 def vote_key(answer: str | None):

@@ -12,12 +12,13 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from fpa.config import checks
 from fpa.data.records import read_records, trajectory_files
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import write_report
@@ -26,8 +27,9 @@ from fpa.tasks.base import Problem
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How trajectories are sampled; every field is recorded with each sample or in the manifest."""
+    """The ``generate`` node: how trajectories are sampled; every sampling field is recorded in the manifest."""
 
+    n_problems: int = 1024  # train-split problems (after those the warm start used)
     k: int = 8  # samples per problem
     temperature: float = 1.0
     top_p: float = 1.0
@@ -36,20 +38,24 @@ class SamplingSettings:
     seed: int = 0
     shard_size: int = 64  # problems per shard: the unit of resumption
     backend: str = "hf"  # a key of fpa.generation.backends.BACKENDS
+    engine: dict[str, Any] = field(default_factory=dict)  # options for the backend (vllm: gpu_memory_utilization, ...)
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.shard_size < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"generate: k, shard_size, max_new_tokens and batch_size must be >= 1, got {self}")
-        if not 0 < self.top_p <= 1 or self.temperature < 0:
-            raise ValueError(f"generate: need temperature >= 0 and 0 < top_p <= 1, got {self}")
+        from fpa.generation.backends import BACKENDS
 
-    @classmethod
-    def from_config(cls, node: Any) -> "SamplingSettings":
-        """From a config node (e.g. ``cfg.generate``); keys it lacks keep their defaults, others are ignored."""
-        return cls(**{f.name: node[f.name] for f in fields(cls) if f.name in node})
+        for name in ("n_problems", "k", "max_new_tokens", "batch_size", "shard_size"):
+            checks.number(name, getattr(self, name), 1, integer=True)
+        checks.number("temperature", self.temperature, 0)
+        checks.number("top_p", self.top_p, 0, 1, strict=True)
+        checks.number("seed", self.seed, integer=True)
+        checks.choice("backend", self.backend, sorted(BACKENDS))
 
-    def identity(self) -> dict[str, Any]:
-        return asdict(self)
+    def sampling_identity(self) -> dict[str, Any]:
+        """What the samples depend on (recorded in the manifest; a set is resumed only with the same)."""
+        out = asdict(self)
+        for key in ("n_problems", "engine"):
+            out.pop(key)
+        return out
 
 
 def shard_seed(seed: int, index: int) -> int:
@@ -83,7 +89,7 @@ def write_trajectory_set(out_dir: str | Path, *, problems: list[Problem], prompt
         raise ValueError(f"{len(problems)} problems but {len(prompts)} prompts")
     out = Path(out_dir)
     n_shards = max(1, math.ceil(len(problems) / settings.shard_size))
-    manifest_config = {**identity, "sampling": settings.identity(), "n_problems": len(problems)}
+    manifest_config = {**identity, "sampling": settings.sampling_identity(), "n_problems": len(problems)}
     shards = ShardDirectory(out).open(manifest_config, n_shards)
     todo = [i for i in range(n_shards) if i not in shards.finished()]
     generator = load_generator() if todo else None

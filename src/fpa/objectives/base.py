@@ -76,8 +76,9 @@ class Objective:
     needs_kl_rows: ClassVar[bool] = False  # KTO's mismatched rows
 
     def __init__(self, reduce: str = "sum") -> None:
-        if reduce not in ("sum", "mean"):
-            raise ValueError(f"{type(self).__name__}: reduce must be 'sum' or 'mean', got {reduce!r}")
+        from fpa.config import checks
+
+        checks.choice("reduce", reduce, ("sum", "mean"))
         self.reduce = reduce
 
     def sequence(self, tokens: Tensor, mask: Tensor) -> Tensor:

@@ -21,8 +21,9 @@ class IPO(Objective):
 
     def __init__(self, beta: float = 0.1, reduce: str = "mean") -> None:
         super().__init__(reduce)
-        if beta <= 0:
-            raise ValueError(f"IPO: beta must be > 0, got {beta}")
+        from fpa.config import checks
+
+        checks.number("beta", beta, 0, strict=True)
         self.beta = beta
 
     def margin(self, x: ObjectiveInputs) -> Tensor:

@@ -37,7 +37,12 @@ class KTO(Objective):
 
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
                  reduce: str = "sum") -> None:
+        from fpa.config import checks
+
         super().__init__(reduce)
+        checks.number("beta", beta, 0, strict=True)
+        checks.number("desirable_weight", desirable_weight, 0)
+        checks.number("undesirable_weight", undesirable_weight, 0)
         self.beta = beta
         self.desirable_weight = desirable_weight
         self.undesirable_weight = undesirable_weight

@@ -35,12 +35,11 @@ class OfflinePG(Objective):
     def __init__(self, clip: float = 2.0, weighting: str = "token", reduce: str = "sum",
                  baseline: str = "group_mean") -> None:
         super().__init__(reduce)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"OfflinePG: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if baseline not in BASELINES:
-            raise ValueError(f"OfflinePG: baseline must be one of {BASELINES}, got {baseline!r}")
-        if not clip > 0:
-            raise ValueError(f"OfflinePG: clip must be > 0 (upper bound on π/π_ref), got {clip}")
+        from fpa.config import checks
+
+        checks.choice("weighting", weighting, WEIGHTINGS)
+        checks.choice("baseline", baseline, BASELINES)
+        checks.number("clip", clip, 0, strict=True)  # upper bound on π/π_ref
         self.clip, self.weighting, self.baseline = float(clip), weighting, baseline
 
     def advantage(self, x: ObjectiveInputs) -> Tensor:

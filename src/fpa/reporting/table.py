@@ -9,7 +9,7 @@ import pandas as pd
 
 from fpa.reporting.runs import Run
 
-HELDOUT = "heldout"  # the end-of-run evaluation (eval.n_problems x eval.k), results.json
+HELDOUT = "heldout"  # the end-of-run evaluation (the benchmark suite: benchmark.n_problems x benchmark.k), results.json
 _NOT_BENCHMARKS = ("reference", "policy", "avg")  # eval/<these>/pass@1 are summaries, not curves
 
 

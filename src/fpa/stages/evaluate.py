@@ -1,40 +1,69 @@
-"""Stage `eval`: held-out pass@1 (mean over k samples at a set temperature), results as JSON."""
+"""Stage `eval`: a benchmark suite on a saved model with the configured generation backend.
+
+The one evaluation path of the end of ``fpa-train`` (reference and policy) and ``fpa-eval``; the
+in-training callback runs the same :func:`~fpa.evaluation.runner.evaluate_suite` on the live policy.
+Writes ``results.json`` (the suite's metrics and settings) and ``samples/<benchmark>.jsonl``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
-
-from fpa.evaluation.heldout import evaluate_problems
-from fpa.generation.hf import HFGenerator
-from fpa.models.loading import load_model, load_tokenizer
+from fpa.config.keys import stage_key
+from fpa.evaluation.runner import evaluate_suite, write_samples
+from fpa.evaluation.suite import Suite
+from fpa.generation.backends import load_backend
+from fpa.generation.trajectories import SamplingSettings
+from fpa.models.loading import load_tokenizer
+from fpa.prompting import PromptFormat
 from fpa.stages.cache import cached_stage
-from fpa.stages.runtime import make_prompt, make_task, plain
+
+VERSION = "2"
 
 
-def _evaluate(cfg: DictConfig, model_path: str, out: Path) -> dict:
-    e = cfg.eval
-    task = make_task(cfg)
-    tok = load_tokenizer(model_path)
-    model = load_model(model_path, cfg.model.dtype, frozen=True)
-    gen = HFGenerator(model, tok, batch_size=e.batch_size, max_new_tokens=cfg.generate.max_new_tokens)
-    res = evaluate_problems(gen, task, task.problems("test", e.n_problems, seed=cfg.data_seed), make_prompt(cfg),
-                            k=e.k, temperature=e.temperature, top_p=e.top_p, seed=e.seed, name=task.name)
-    summary = {**res.summary(), "temperature": e.temperature, "seed": e.seed, "model": model_path}
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The summary ``results.json`` keeps per model: the suite's first benchmark, plus the whole suite."""
+    name = next(iter(report["benchmarks"]))
+    metrics = report["benchmarks"][name]["metrics"]
+    return {"benchmark": name, "pass@1": metrics["pass@1"], "process": metrics.get("process"),
+            "n_problems": report["benchmarks"][name]["n_problems"], "k": report["settings"]["k"],
+            "average": report["average"], "suite": report}
+
+
+def evaluate_to(model_path: str, suite: Suite, prompt: PromptFormat, generate: SamplingSettings, out: Path, *,
+                dtype: str = "float32", tokenizer: str | None = None, trust_remote_code: bool = False,
+                progress: bool = True, save_samples: bool = True):
+    """Run ``suite`` on ``model_path``; write ``results.json`` (+ samples) into ``out``; return the SuiteResult."""
+    tok = load_tokenizer(tokenizer or model_path, trust_remote_code)
+    options = dict(generate.engine)
+    if generate.backend == "hf":
+        options.setdefault("trust_remote_code", trust_remote_code)
+    sampler = load_backend(generate.backend, model_path, tok, dtype=dtype, batch_size=suite.batch_size,
+                           max_new_tokens=suite.max_new_tokens, progress=progress, **options)
+    result = evaluate_suite(sampler, list(suite.benchmarks.values()), prompt, suite.settings(), suite=suite.name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    with open(out / "samples.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in res.samples)
-    return summary
+    report = result.to_dict()
+    if save_samples:
+        for name, path in write_samples(result, out / "samples").items():
+            report["benchmarks"][name]["samples_file"] = str(Path(path).relative_to(out))
+    report["model"] = {"path": str(model_path), "backend": generate.backend, "dtype": dtype,
+                       "batch_size": suite.batch_size, "engine": dict(generate.engine)}
+    report["prompt"] = {"template": prompt.template, "use_chat_template": prompt.use_chat_template,
+                        "system": prompt.system}
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    return result, report
 
 
-def evaluate_model(cfg: DictConfig, model_path: str, out: Path | None = None, ident: dict | None = None) -> dict:
-    """Evaluate into ``out``; with ``ident`` (a model's cache identity) the result is cached instead."""
-    if ident is None:
-        return _evaluate(cfg, model_path, out)
-    key = {"model": ident, "task": plain(cfg.task), "prompt": plain(cfg.model.prompt), "eval": plain(cfg.eval),
-           "max_new_tokens": cfg.generate.max_new_tokens, "seed": cfg.data_seed}
-    path, _ = cached_stage(cfg.paths.cache_dir, "eval", key, lambda d: _evaluate(cfg, model_path, d))
-    return json.loads((path / "eval.json").read_text())
+def evaluate_model(model_path: str, suite: Suite, prompt: PromptFormat, generate: SamplingSettings, out: Path | None,
+                   *, dtype: str = "float32", key: str | None = None, cache_dir: str | Path | None = None
+                   ) -> dict[str, Any]:
+    """Evaluate into ``out``; with ``key`` (a model's cache key) the result is cached under ``cache_dir`` instead."""
+    if key is None:
+        return headline(evaluate_to(model_path, suite, prompt, generate, out, dtype=dtype)[1])
+    inputs = {"model": key, "suite": suite, "prompt": prompt, "backend": generate.backend,
+              "engine": generate.engine, "dtype": dtype}
+    path, _ = cached_stage(cache_dir, "eval", stage_key("eval", VERSION, **inputs), inputs,
+                           lambda d: evaluate_to(model_path, suite, prompt, generate, d, dtype=dtype))
+    return headline(json.loads((path / "results.json").read_text()))

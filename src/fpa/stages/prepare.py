@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
+from fpa.config.keys import stage_key
+from fpa.models.spec import ModelSpec
 from fpa.models.tiny import build_tiny_model
 from fpa.stages.cache import cached_stage
 
+VERSION = "1"
 
-def base_model(cfg: DictConfig) -> tuple[str, dict]:
-    """(path or hub id, cache identity) of the model every later stage starts from."""
-    if cfg.model.name_or_path:
-        return str(cfg.model.name_or_path), {"name_or_path": str(cfg.model.name_or_path)}
-    build = OmegaConf.to_container(cfg.model.build, resolve=True)
-    ident = {"tiny": build, "seed": cfg.data_seed}
-    path, _ = cached_stage(cfg.paths.cache_dir, "model", ident,
-                           lambda d: build_tiny_model(Path(d), seed=cfg.data_seed, **build))
-    return str(path), ident
+
+def base_model(model: ModelSpec, data_seed: int, cache_dir: str | Path) -> tuple[str, str]:
+    """(path or hub id, cache key) of the model every later stage starts from."""
+    if model.name_or_path:
+        path = str(model.name_or_path)
+        return path, stage_key("model", VERSION, name_or_path=path)
+    inputs = {"build": model.build, "data_seed": data_seed}
+    key = stage_key("model", VERSION, **inputs)
+    path, _ = cached_stage(cache_dir, "model", key, inputs,
+                           lambda d: build_tiny_model(Path(d), seed=data_seed, **model.build))
+    return str(path), key

@@ -1,10 +1,10 @@
 """Stage `train`: the offline objective (+ FPA) on the reference's verified trajectories.
 
 - ``data.batch_size`` is the global batch (examples per optimizer step) whatever the number of
-  processes; each process takes ``train.micro_batch_size`` examples per forward (default: its
+  processes; each process takes ``data.micro_batch_size`` examples per forward (default: its
   share), and gradient accumulation makes up the rest. 1 process and R processes see the same
   examples at every step (:mod:`fpa.resume`).
-- ``<run_dir>/checkpoints/last.ckpt`` is written every ``train.checkpoint_every`` steps (atomically;
+- ``<run_dir>/checkpoints/last.ckpt`` is written every ``callbacks.checkpoint.every_n_train_steps`` steps (atomically;
   a directory of shards under ``trainer=fsdp``). With ``train.resume=auto`` a run whose run dir
   already has one resumes from it exactly: data position, optimizer, scheduler and RNG.
 - A NaN/inf loss stops the run (:class:`fpa.guards.NonFiniteLossError`) before the step is taken;
@@ -13,45 +13,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 
-from fpa.data.datamodule import TrajectoryDataModule
+from fpa.config import checks
 from fpa.data.records import load_trajectories
-from fpa.fpa import FuturePolicy
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
 from fpa.module import OfflineRLModule
-from fpa.resume import LastCheckpoint, RNGState, find_last, make_loader
+from fpa.resume import find_last
 from fpa.safe_load import check_checkpoint
-from fpa.stages.runtime import make_trainer, precision_is_mixed, trainer_option
+
+if TYPE_CHECKING:
+    from fpa.config.parts import TrainParts
 
 RESUME_CHOICES = ("auto", "never", "must")
 
 
-class ShardedTrajectoryData(TrajectoryDataModule):
-    """The trajectory DataModule with a resumable, rank-aware loader (``batch_size`` = per-rank micro-batch)."""
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` node: how long the policy trains and whether a run resumes."""
 
-    def train_dataloader(self):
-        strategy = getattr(self.trainer, "strategy", None) if self.trainer is not None else None
-        kw = getattr(strategy, "distributed_sampler_kwargs", None) or {}
-        return make_loader(self.train_set, self.collate, self.batch_size, self.seed,
-                           num_replicas=int(kw.get("num_replicas", 1)), rank=int(kw.get("rank", 0)),
-                           num_workers=self.num_workers)
+    max_steps: int = 200
+    resume: str | bool | None = "auto"  # auto | never | must | a checkpoint path or run directory
+    log_every_n_steps: int = 5
 
+    def __post_init__(self) -> None:
+        checks.number("max_steps", self.max_steps, 0, integer=True)
+        checks.number("log_every_n_steps", self.log_every_n_steps, 1, integer=True)
+        if isinstance(self.resume, str) and self.resume not in RESUME_CHOICES:
+            from fpa.models.spec import check_input_path
 
-def batch_layout(global_batch: int, world_size: int, micro_batch_size: int | None) -> tuple[int, int]:
-    """(per-rank micro-batch, accumulation steps) for a global batch over ``world_size`` ranks."""
-    micro = micro_batch_size or max(1, global_batch // world_size)
-    per_step = micro * world_size
-    if global_batch % per_step:
-        raise ConfigError(f"data.batch_size={global_batch} must be a multiple of train.micro_batch_size × "
-                          f"processes = {micro} × {world_size}")
-    return micro, global_batch // per_step
+            check_input_path("resume", self.resume, "checkpoint")
 
 
 def resolve_resume(run_dir: Path, resume) -> Path | None:
@@ -98,42 +95,32 @@ def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Pat
     return out
 
 
-def train_policy(cfg: DictConfig, reference: str, trajectories: Path, run_dir: Path, loggers: list,
+def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir: Path, loggers: list,
                  callbacks: list | None = None) -> Path:
-    from fpa.validation import check_config
-
-    check_config(cfg, stage="train")
+    """Train the policy from ``reference`` on ``trajectories``; returns the saved policy directory."""
     run_dir = Path(run_dir)
-    t, d = cfg.train, cfg.data
-    ckpt_path = resolve_resume(run_dir, t.get("resume", "auto"))
+    t, d, objective = parts.train, parts.data, parts.objective
+    ckpt_path = resolve_resume(run_dir, t.resume)
     if ckpt_path is not None:
         check_checkpoint(ckpt_path)  # refuse a checkpoint that would unpickle arbitrary objects
-    L.seed_everything(cfg.seed, verbose=False)
-    objective = instantiate(cfg.objective)
-    fpa = FuturePolicy(**cfg.fpa)
-    trust = bool(cfg.model.get("trust_remote_code", False))
+    L.seed_everything(parts.seed, verbose=False)
+    trust = parts.model.trust_remote_code
     tok = load_tokenizer(reference, trust_remote_code=trust)
-    records, skipped = load_trajectories(trajectories, skip_invalid=bool(d.get("skip_invalid", False)))
+    records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
     if skipped:
         print(f"fpa-train: skipped {skipped} invalid trajectory records in {trajectories}")
-    gc = bool(t.gradient_checkpointing) or bool(trainer_option(cfg, "gradient_checkpointing"))
-    ckpt = LastCheckpoint(run_dir / "checkpoints", every_n_train_steps=int(t.get("checkpoint_every", 100)))
-    trainer = make_trainer(cfg, t.max_steps, run_dir, loggers=loggers,
-                           callbacks=[*(callbacks or []), RNGState(), ckpt], log_every_n_steps=t.log_every_n_steps,
-                           enable_checkpointing=True, use_distributed_sampler=False)
-    micro, accumulate = batch_layout(int(d.batch_size), trainer.num_devices * trainer.num_nodes,
-                                     t.get("micro_batch_size"))
+    trainer = parts.trainer(t.max_steps, run_dir, loggers=loggers, callbacks=[*parts.callbacks, *(callbacks or [])],
+                            log_every_n_steps=t.log_every_n_steps, enable_checkpointing=True,
+                            use_distributed_sampler=False)
+    micro, accumulate = d.layout(trainer.num_devices * trainer.num_nodes)
     trainer.accumulate_grad_batches = accumulate
-    data = ShardedTrajectoryData(tok, objective.data, trajectories=records, batch_size=micro,
-                                 max_length=d.max_length, overlong=d.overlong, pairing=d.pairing,
-                                 max_pairs_per_problem=d.max_pairs_per_problem, seed=cfg.seed,
-                                 kl_rows=objective.needs_kl_rows, pack=bool(d.get("pack", False)))
-    module = OfflineRLModule(reference, objective, fpa, reference_path=reference, lr=t.lr,
-                             weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, total_steps=t.max_steps,
-                             min_lr_ratio=t.min_lr_ratio, chunk_size=t.chunk_size, dtype=cfg.model.dtype,
-                             policy_dtype="float32" if precision_is_mixed(cfg) else None,
-                             gradient_checkpointing=gc, trust_remote_code=trust)
-    with oom_hints(cfg, micro):
+    data = d.datamodule(tok, objective, records, micro, parts.seed)
+    module = parts.module.build(reference, objective, parts.fpa, parts.optimizer, parts.scheduler,
+                                reference_path=reference, dtype=parts.model.dtype,
+                                policy_dtype="float32" if parts.trainer.precision_is_mixed else None,
+                                trust_remote_code=trust)
+    with oom_hints(micro_batch_size=micro, global_batch=d.batch_size, chunk_size=parts.module.chunk_size,
+                   gradient_checkpointing=parts.module.gradient_checkpointing, max_length=d.max_length):
         trainer.fit(module, data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     return save_policy(trainer, module, tok, run_dir / "policy")
 

@@ -8,28 +8,39 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig
 
+from fpa.config import checks
+from fpa.config.keys import stage_key
 from fpa.data.datamodule import TrajectoryDataModule
-from fpa.evaluation.heldout import evaluate_problems
+from fpa.evaluation.benchmarks import Benchmark
+from fpa.evaluation.runner import EvalSettings, evaluate_benchmark
 from fpa.generation.hf import HFGenerator
 from fpa.models.loading import load_tokenizer
+from fpa.models.spec import ModelSpec
 from fpa.module import OfflineRLModule
 from fpa.objectives.sft import SFT
+from fpa.optim import AdamW, WarmupCosine
 from fpa.stages.cache import cached_stage
-from fpa.stages.runtime import make_prompt, make_task, make_trainer, plain
+from fpa.stages.runtime import TrainerFactory
+
+VERSION = "1"
 
 
 class AccuracyStop(L.Callback):
     """Every ``every`` steps, greedy dev accuracy; stop once it reaches ``target``."""
 
-    def __init__(self, task, problems, prompt, tokenizer, every: int, target: float, max_new_tokens: int) -> None:
-        self.task, self.problems, self.prompt, self.tokenizer = task, problems, prompt, tokenizer
-        self.every, self.target, self.max_new_tokens = every, target, max_new_tokens
+    def __init__(self, task, n_problems: int, seed: int, prompt, tokenizer, every: int, target: float,
+                 max_new_tokens: int, batch_size: int = 256) -> None:
+        self.dev = Benchmark(name="dev", task=task, answer_format="bare", instruction="", split="dev",
+                             n_problems=n_problems, problem_seed=seed, max_new_tokens=max_new_tokens)
+        self.greedy = EvalSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens, maj_at=[], verify_workers=1)
+        self.prompt, self.tokenizer = prompt, tokenizer
+        self.every, self.target, self.max_new_tokens, self.batch_size = every, target, max_new_tokens, batch_size
         self.history: list[dict] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -42,9 +53,9 @@ class AccuracyStop(L.Callback):
 
     def check(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        gen = HFGenerator(pl_module.policy, self.tokenizer, batch_size=256, max_new_tokens=self.max_new_tokens,
+        gen = HFGenerator(pl_module.policy, self.tokenizer, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                           progress=False)
-        acc = evaluate_problems(gen, self.task, self.problems, self.prompt, k=1, temperature=0.0).pass1
+        acc = evaluate_benchmark(gen, self.dev, self.prompt, self.greedy).metrics["pass@1"]
         self.history.append({"step": step, "dev_accuracy": acc})
         if trainer.training:
             pl_module.log("sft/dev_accuracy", acc, prog_bar=True)
@@ -52,35 +63,65 @@ class AccuracyStop(L.Callback):
             trainer.should_stop = True
 
 
-def warm_start(cfg: DictConfig, base_path: str, base_ident: dict) -> tuple[str, dict]:
-    """(reference path, cache identity). Without ``sft.enabled`` the base model is the reference."""
-    if not cfg.sft.enabled:
-        return base_path, base_ident
-    ident = {"base": base_ident, "task": plain(cfg.task), "prompt": plain(cfg.model.prompt), "sft": plain(cfg.sft),
-             "max_length": cfg.data.max_length, "seed": cfg.data_seed}
+@dataclass(frozen=True)
+class SFTSettings:
+    """The ``sft`` node: the warm start on gold solutions that makes the reference (for models that need one)."""
+
+    enabled: bool = True
+    n_problems: int = 20000  # gold solutions from the train split
+    batch_size: int = 64
+    lr: float = 3.0e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    max_steps: int = 1200
+    eval_every: int = 100
+    eval_problems: int = 200  # dev split, greedy
+    stop_at: float = 0.35  # stop once dev accuracy reaches this
+    max_length: int = 128  # prompt + solution tokens
+    max_new_tokens: int = 64  # of the greedy accuracy check
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        checks.flag("enabled", self.enabled)
+        for name in ("n_problems", "batch_size", "max_steps", "eval_every", "eval_problems", "max_new_tokens",
+                     "eval_batch_size"):
+            checks.number(name, getattr(self, name), 1, integer=True)
+        checks.number("max_length", self.max_length, 2, integer=True)
+        checks.number("lr", self.lr, 0, strict=True)
+        checks.number("warmup_steps", self.warmup_steps, 0, integer=True)
+        checks.number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        checks.number("stop_at", self.stop_at, 0, 1)
+
+
+def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
+               data_seed: int, cache_dir: str | Path) -> tuple[str, str]:
+    """(reference path, cache key). Without ``sft.enabled`` the base model is the reference."""
+    if not sft.enabled:
+        return base_path, base_key
+    inputs = {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
+    key = stage_key("sft", VERSION, **inputs)
 
     def build(out: Path) -> None:
         start = time.perf_counter()
-        L.seed_everything(cfg.data_seed, verbose=False)
-        task, prompt, tok = make_task(cfg), make_prompt(cfg), load_tokenizer(base_path)
-        problems = task.problems("train", cfg.sft.n_problems, seed=cfg.data_seed)
+        L.seed_everything(data_seed, verbose=False)
+        prompt, tok = model.prompt, load_tokenizer(base_path)
+        problems = task.problems("train", sft.n_problems, seed=data_seed)
         examples = [{"problem_id": p.id, "prompt": prompt(p.question, tok), "completion": p.solution}
                     for p in problems]
-        data = TrajectoryDataModule(tok, "correct", examples=examples, batch_size=cfg.sft.batch_size,
-                                    max_length=cfg.data.max_length, seed=cfg.data_seed)
-        module = OfflineRLModule(base_path, SFT(), lr=cfg.sft.lr, warmup_steps=cfg.sft.warmup_steps,
-                                 total_steps=cfg.sft.max_steps, min_lr_ratio=cfg.sft.min_lr_ratio,
-                                 dtype=cfg.model.dtype)
-        stop = AccuracyStop(task, task.problems("dev", cfg.sft.eval_problems, seed=cfg.data_seed), prompt, tok,
-                            cfg.sft.eval_every, cfg.sft.stop_at, cfg.generate.max_new_tokens)
-        trainer = make_trainer(cfg, cfg.sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")],
-                               callbacks=[stop])
-        trainer.fit(module, data)
+        data = TrajectoryDataModule(tok, "correct", examples=examples, batch_size=sft.batch_size,
+                                    max_length=sft.max_length, seed=data_seed)
+        module = OfflineRLModule(base_path, SFT(), optimizer=AdamW(lr=sft.lr),
+                                 scheduler=WarmupCosine(warmup_steps=sft.warmup_steps, min_lr_ratio=sft.min_lr_ratio,
+                                                        total_steps=sft.max_steps), dtype=model.dtype)
+        stop = AccuracyStop(task, sft.eval_problems, data_seed, prompt, tok,
+                            sft.eval_every, sft.stop_at, sft.max_new_tokens, sft.eval_batch_size)
+        fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")], callbacks=[stop])
+        fit.fit(module, data)
         module.policy.save_pretrained(out)
         tok.save_pretrained(out)
-        report = {"steps": trainer.global_step, "dev_accuracy": stop.history[-1]["dev_accuracy"] if stop.history
+        report = {"steps": fit.global_step, "dev_accuracy": stop.history[-1]["dev_accuracy"] if stop.history
                   else None, "history": stop.history, "wall_s": time.perf_counter() - start}
         (out / "sft_report.json").write_text(json.dumps(report, indent=2))
 
-    path, _ = cached_stage(cfg.paths.cache_dir, "sft", ident, build)
-    return str(path), ident
+    path, _ = cached_stage(cache_dir, "sft", key, inputs, build)
+    return str(path), key

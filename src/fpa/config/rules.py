@@ -1,0 +1,72 @@
+"""Rules across nodes, which no single node can check: run by the entry points after building.
+
+- FPA (λ > 0) on an objective whose gradient coefficients do not depend on the policy (SFT / RFT:
+  every token's coefficient is 1/|y|) changes nothing and would load a reference for nothing:
+  refused. Detected generically, by evaluating the coefficients at two policies on a synthetic batch.
+- Sequence lengths (``data.max_length``, ``sft.max_length``) must fit the model's positions.
+- Sharded training (``trainer=fsdp``) supports only some precisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from fpa.guards import ConfigError
+
+if TYPE_CHECKING:
+    from fpa.config.parts import TrainParts
+
+SHARDED_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
+
+
+def fpa_changes_nothing(objective) -> bool:
+    """True when the objective's gradient coefficients do not depend on the policy (FPA is then inert)."""
+    from fpa.fpa import token_coefficients
+    from fpa.objectives.base import ObjectiveInputs
+
+    g = torch.Generator().manual_seed(0)
+    b, t = 4, 5
+
+    def lp() -> torch.Tensor:
+        return -torch.rand(b, t, generator=g, dtype=torch.float64) * 3 - 0.01
+
+    mask = torch.ones(b, t, dtype=torch.bool)
+    kind = getattr(objective, "data", "pairs")
+    chosen = {"pairs": [True, True, False, False], "correct": [True] * 4}.get(kind, [True, False, True, False])
+    chosen = torch.tensor(chosen)
+    group = torch.tensor([0, 0, 1, 1]) if kind == "groups" else torch.arange(b)
+    kl = ObjectiveInputs(policy=lp(), mask=mask, reference=lp()) if objective.needs_kl_rows else None
+    x = ObjectiveInputs(policy=lp(), mask=mask, reference=lp(), chosen=chosen, reward=chosen.double(), group=group,
+                        kl=kl)
+    try:
+        a, _ = token_coefficients(objective, x)
+        c, _ = token_coefficients(objective, replace(x, policy=lp()))
+    except Exception:
+        return False  # cannot tell on a synthetic batch: let training decide
+    return bool(torch.allclose(a, c, rtol=1e-9, atol=1e-12))
+
+
+def check_train(parts: TrainParts, stage: str = "train") -> None:
+    problems: list[str] = []
+    positions = parts.model.max_positions
+    if positions:
+        for key, value in (("data.max_length", parts.data.max_length), ("sft.max_length", parts.sft.max_length)):
+            if value > positions:
+                problems.append(f"{key}: {value} exceeds the model's {positions} positions")
+    if stage == "train":
+        lam = parts.fpa.lam
+        if lam > 0 and fpa_changes_nothing(parts.objective):
+            problems.append(f"fpa.lam: λ={lam} with objective {type(parts.objective).__name__} does nothing: its "
+                            "gradient coefficients do not depend on the policy, so there is no future policy to "
+                            "anchor to a reference (and one would be loaded for nothing); set fpa.lam=0")
+    strategy = (parts.trainer.node.get("strategy") or {}) if parts.trainer is not None else {}
+    if isinstance(strategy, dict) and "FSDP" in str(strategy.get("_target_", "")):
+        precision = parts.trainer.precision
+        if precision not in SHARDED_PRECISIONS:
+            problems.append(f"trainer.precision: {precision} is not supported with sharding (trainer=fsdp); "
+                            f"use {', '.join(SHARDED_PRECISIONS)}")
+    if problems:
+        raise ConfigError(problems)
