@@ -11,6 +11,7 @@ take ``**kwargs`` (open mappings such as Lightning Trainer arguments) are left t
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from typing import Any
@@ -66,9 +67,11 @@ def check_node_keys(node: DictConfig | dict, path: str) -> Any:
     return target
 
 
-def build(node: DictConfig | dict | None, path: str, **runtime: Any) -> Any:
+def build(node: DictConfig | dict | None, path: str, context: dict[str, Any] | None = None, **runtime: Any) -> Any:
     """Instantiate ``node`` (at config path ``path``), with ``runtime`` arguments added.
 
+    ``context``: built objects offered to the target, passed for the parameters it takes that the
+    node does not set (the eval callback takes the suite and the prompt this way).
     A node with ``_partial_: true`` gives a ``functools.partial``; its keys are still checked.
     """
     from hydra.errors import InstantiationException
@@ -81,15 +84,23 @@ def build(node: DictConfig | dict | None, path: str, **runtime: Any) -> Any:
     if "_target_" not in node:
         raise ConfigError(f"{path}: not a typed node (no _target_)")
     try:
-        check_node_keys(node, path)
-        return instantiate(node, _convert_="all", **runtime)
+        target = check_node_keys(node, path)
+        if context:
+            accepted = accepted_keys(target) or set()
+            runtime = {**{k: v for k, v in context.items() if k in accepted and k not in node}, **runtime}
+        if not runtime:
+            return instantiate(node, _convert_="all")
+        # Objects are passed through untouched (instantiate would turn a dataclass into a config).
+        made = instantiate(node, _convert_="all", _partial_=True)
+        return functools.partial(made, **runtime) if node.get("_partial_", False) else made(**runtime)
     except ConfigError:
         raise
     except InstantiationException as e:
         cause = e.__cause__ or e
         if isinstance(cause, ConfigError):
             raise cause from None
-        raise ConfigError(_describe(path, cause)) from None
+        full_key = str(e).rsplit("full_key:", 1)[1].strip() if "full_key:" in str(e) else ""
+        raise ConfigError(_describe(full_key or path, cause)) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(_describe(path, e)) from None
 

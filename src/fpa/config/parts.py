@@ -68,9 +68,15 @@ def _trainer(cfg: DictConfig):
     return TrainerFactory(plain)
 
 
-def _callbacks(cfg: DictConfig) -> list:
+def _callbacks(cfg: DictConfig, context: dict[str, Any]) -> list:
     nodes = cfg.get("callbacks") or {}
-    return [build(node, f"callbacks.{name}") for name, node in nodes.items() if node is not None]
+    return [build(node, f"callbacks.{name}", context) for name, node in nodes.items() if node is not None]
+
+
+def _refers_to(node: Any, keys: set[str]) -> bool:
+    """Whether ``node`` interpolates one of the config keys ``keys`` (then its errors repeat theirs)."""
+    text = str(OmegaConf.to_container(node, resolve=False)) if OmegaConf.is_config(node) else ""
+    return any(f"${{{k}." in text or f"${{{k}}}" in text for k in keys)
 
 
 def _loggers(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -88,20 +94,27 @@ def train_parts(cfg: DictConfig, stage: str = "train") -> TrainParts:
     from fpa.config.rules import check_train
 
     problems: list[str] = []
+    failed: set[str] = set()
 
-    def attempt(fn, *args):
+    def attempt(key, fn, *args):
         try:
             return fn(*args)
         except ConfigError as e:
-            problems.extend(e.problems)
+            failed.add(key)
+            if key == "callbacks" or not _refers_to(cfg.get(key), failed - {key}):
+                problems.extend(e.problems)  # else: the same mistake, reached through an interpolation
             return None
 
-    wanted = ["model", "task", "sft", "generate", "data"] + (
+    wanted = ["model", "task", "data", "generate", "sft"] + (
         ["train", "module", "objective", "fpa", "optimizer", "scheduler", "benchmark"] if stage == "train" else [])
-    built = {key: attempt(build, _node(cfg, key) if key in cfg else None, key) for key in wanted}
-    trainer = attempt(_trainer, cfg)
-    callbacks = attempt(_callbacks, cfg) if stage == "train" else []
-    loggers = attempt(_loggers, cfg) if stage == "train" else {}
+    built = {key: attempt(key, lambda k: build(_node(cfg, k), k), key) for key in wanted}
+    trainer = attempt("trainer", _trainer, cfg)
+    context = {"suite": built.get("benchmark"), "prompt": getattr(built.get("model"), "prompt", None)}
+    callbacks, loggers = [], {}
+    if stage == "train" and not {"benchmark", "model"} & failed:
+        callbacks = attempt("callbacks", _callbacks, cfg, context)
+    if stage == "train":
+        loggers = attempt("logger", _loggers, cfg)
     if problems:
         raise ConfigError(problems)
     parts = TrainParts(**built, **{k: None for k in ("train", "module", "objective", "fpa", "optimizer",

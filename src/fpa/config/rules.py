@@ -53,7 +53,10 @@ def check_train(parts: TrainParts, stage: str = "train") -> None:
     problems: list[str] = []
     positions = parts.model.max_positions
     if positions:
-        for key, value in (("data.max_length", parts.data.max_length), ("sft.max_length", parts.sft.max_length)):
+        lengths = {"data.max_length": parts.data.max_length}
+        if parts.sft.enabled and parts.sft.max_length != parts.data.max_length:
+            lengths["sft.max_length"] = parts.sft.max_length
+        for key, value in lengths.items():
             if value > positions:
                 problems.append(f"{key}: {value} exceeds the model's {positions} positions")
     if stage == "train":

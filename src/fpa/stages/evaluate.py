@@ -56,14 +56,19 @@ def evaluate_to(model_path: str, suite: Suite, prompt: PromptFormat, generate: S
     return result, report
 
 
+def eval_inputs(model_key: str, suite: Suite, prompt: PromptFormat, generate: SamplingSettings, dtype: str) -> dict:
+    """What a cached evaluation depends on: the model, the suite, the prompt and the backend."""
+    return {"model": model_key, "suite": suite, "prompt": prompt, "backend": generate.backend,
+            "engine": generate.engine, "dtype": dtype}
+
+
 def evaluate_model(model_path: str, suite: Suite, prompt: PromptFormat, generate: SamplingSettings, out: Path | None,
                    *, dtype: str = "float32", key: str | None = None, cache_dir: str | Path | None = None
                    ) -> dict[str, Any]:
     """Evaluate into ``out``; with ``key`` (a model's cache key) the result is cached under ``cache_dir`` instead."""
     if key is None:
         return headline(evaluate_to(model_path, suite, prompt, generate, out, dtype=dtype)[1])
-    inputs = {"model": key, "suite": suite, "prompt": prompt, "backend": generate.backend,
-              "engine": generate.engine, "dtype": dtype}
+    inputs = eval_inputs(key, suite, prompt, generate, dtype)
     path, _ = cached_stage(cache_dir, "eval", stage_key("eval", VERSION, **inputs), inputs,
                            lambda d: evaluate_to(model_path, suite, prompt, generate, d, dtype=dtype))
     return headline(json.loads((path / "results.json").read_text()))

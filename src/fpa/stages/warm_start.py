@@ -93,12 +93,18 @@ class SFTSettings:
         checks.number("stop_at", self.stop_at, 0, 1)
 
 
+def sft_inputs(base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
+               data_seed: int) -> dict:
+    """What the reference depends on (its cache key is their hash)."""
+    return {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
+
+
 def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
                data_seed: int, cache_dir: str | Path) -> tuple[str, str]:
     """(reference path, cache key). Without ``sft.enabled`` the base model is the reference."""
     if not sft.enabled:
         return base_path, base_key
-    inputs = {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
+    inputs = sft_inputs(base_key, sft, model, task, trainer, data_seed)
     key = stage_key("sft", VERSION, **inputs)
 
     def build(out: Path) -> None:

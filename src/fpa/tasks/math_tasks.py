@@ -89,6 +89,9 @@ class MathTask:
             raise ValueError(f"math task: unknown source {self.source!r}; expected one of {sorted(SCHEMAS)}")
         if not 0 < self.dev_share < 1:
             raise ValueError(f"math task: dev_share must be in (0, 1), got {self.dev_share}")
+        from fpa.models.spec import check_input_path
+
+        check_input_path("path", self.path, "data file")
         self.schema = SCHEMAS[self.source]
         self.name = self.name or self.source
         self._splits = dict(self.splits) if self.splits else dict(self.schema.splits)
