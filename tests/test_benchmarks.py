@@ -14,8 +14,11 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
-from fpa.evaluation.benchmarks import REGISTRY, SUITES, Benchmark, build_benchmark, build_suite
-from fpa.evaluation.callback import BenchmarkEvalCallback, make_eval_callbacks
+from fpa.config.build import build
+from fpa.config.parts import train_parts
+from fpa.evaluation.benchmarks import Benchmark
+from fpa.evaluation.callback import BenchmarkEvalCallback
+from fpa.guards import ConfigError
 from fpa.evaluation.runner import EvalSettings, evaluate_suite, vote_key, write_samples
 from fpa.generation.hf import Sample
 from fpa.models.loading import load_model, load_tokenizer
@@ -47,57 +50,61 @@ RIGHT_WRONG = {
 }
 
 
-def test_math7_is_the_seven_registered_real_benchmarks():
-    assert set(SUITES["math7"]) == set(STAND_INS) and all(name in REGISTRY for name in SUITES["math7"])
+BENCHMARKS = Path(__file__).resolve().parents[1] / "conf" / "benchmarks"
+
+
+def bench(name: str, n_problems: int | None = None, **task) -> Benchmark:
+    """The shipped benchmark ``conf/benchmarks/<name>.yaml``, its task options overridden."""
+    node = OmegaConf.merge(OmegaConf.load(BENCHMARKS / f"{name}.yaml"), {"task": task, "name": name,
+                                                                          "n_problems": n_problems})
+    return build(node, f"benchmarks.{name}")
+
+
+def test_math7_is_the_seven_real_benchmarks():
+    suite = train_parts(compose_config(*_overrides_for_math7(), "benchmark=math7")).benchmark
+    assert set(suite.benchmarks) == set(STAND_INS) and suite.name == "math7"
 
 
 @pytest.mark.parametrize("name", sorted(STAND_INS))
 def test_each_real_benchmark_loads_its_stand_in(name):
     file, answers = STAND_INS[name]
-    bench = build_benchmark(name, {"path": str(SOURCES / file)})
-    problems = bench.problems()
+    b = bench(name, path=str(SOURCES / file))
+    problems = b.problems()
     assert [p.answer for p in problems] == answers
-    assert all(p.question.strip() and p.split == "test" and p.id.startswith(f"{bench.task.name}/test/")
+    assert all(p.question.strip() and p.split == "test" and p.id.startswith(f"{b.task.name}/test/")
                for p in problems)
     right, wrong = RIGHT_WRONG[name]
-    assert bench.verify(problems[0], right).reward == 1.0
-    assert bench.verify(problems[0], wrong).reward == 0.0
-    assert bench.answer_format == "boxed" and "\\boxed{}" in bench.question_text("Q?")
+    assert b.verify(problems[0], right).reward == 1.0
+    assert b.verify(problems[0], wrong).reward == 0.0
+    assert b.answer_format == "boxed" and "\\boxed{}" in b.question_text("Q?")
 
 
 def test_stand_in_details_follow_the_real_schemas():
-    olymp = build_benchmark("olympiadbench", {"path": str(SOURCES / "olympiadbench_test.jsonl")}).problems()
+    olymp = bench("olympiadbench", path=str(SOURCES / "olympiadbench_test.jsonl")).problems()
     assert olymp[2].question.startswith("The following problem is about real numbers.\n\n")  # context first
     assert olymp[2].metadata["is_multiple_answer"] is True
-    m500 = build_benchmark("math500", {"path": str(SOURCES / "math500_test.jsonl")}).problems()
+    m500 = bench("math500", path=str(SOURCES / "math500_test.jsonl")).problems()
     assert m500[0].id == "math500/test/test/precalculus/807.json" and m500[0].metadata["subject"] == "Precalculus"
-    aime = build_benchmark("aime24", {"path": str(SOURCES / "aime_2024.parquet")}).problems()
+    aime = bench("aime24", path=str(SOURCES / "aime_2024.parquet")).problems()
     assert aime[1].id == "aime24/test/61" and aime[1].metadata["year"] == "2024"
 
 
-def test_registry_options_base_aliases_and_targets():
-    long = build_benchmark("arith_9", {"base": "arith", "n_terms": 9, "n_problems": 5, "max_new_tokens": 200})
+def test_benchmark_nodes_options_and_caps():
+    long = bench("arith", n_problems=5, n_terms=9)
     assert isinstance(long.task, ArithTask) and long.task.n_terms == 9 and long.answer_format == "arith"
-    assert len(long.problems()) == 5 and long.max_new_tokens == 200 and long.question_text("1+2") == "1+2"
-    assert build_benchmark("arith", {}, default_n_problems=7).n_problems == 7
-    aime = build_benchmark("aime24", {"path": str(SOURCES / "aime_2024.parquet")}, default_n_problems=64)
+    assert len(long.problems()) == 5 and long.question_text("1+2") == "1+2"
+    aime = bench("aime24", n_problems=64, path=str(SOURCES / "aime_2024.parquet"))
     assert len(aime.problems()) == 2  # n_problems caps: a smaller fixed set gives all it has
     with pytest.raises(ValueError, match="only"):  # a generator that cannot make enough says so
-        build_benchmark("arith", {"n_terms": 2, "max_operand": 3, "n_problems": 50}).problems()
-    custom = build_benchmark("mine", {"_target_": "fpa.evaluation.benchmarks.Benchmark", "name": "mine",
-                                      "answer_format": "arith",
-                                      "task": {"_target_": "fpa.tasks.arith.ArithTask", "n_terms": 3},
-                                      "n_problems": 2})
-    assert custom.task.n_terms == 3 and len(custom.problems()) == 2
-    with pytest.raises(ValueError, match="unknown benchmark"):
-        build_benchmark("nope")
-    with pytest.raises(ValueError, match="answer_format"):
-        build_benchmark("arith", {"answer_format": "latex"})
-    assert [b.name for b in build_suite(["arith", "chain_sum"])] == ["arith", "chain_sum"]
+        bench("arith", n_problems=50, n_terms=2, max_operand=3).problems()
+    with pytest.raises(ConfigError, match="benchmarks.arith.answer_format: must be one of|unknown answer_format"):
+        build(OmegaConf.merge(OmegaConf.load(BENCHMARKS / "arith.yaml"), {"answer_format": "latex"}), "benchmarks.arith")
+    with pytest.raises(ConfigError, match="benchmarks.arith.task.n_term: unknown key"):
+        build(OmegaConf.merge(OmegaConf.load(BENCHMARKS / "arith.yaml"), {"task": {"n_term": 3}}), "benchmarks.arith")
 
 
 def _overrides_for_math7() -> list[str]:
-    return [f"benchmark.benchmarks.{name}.path={SOURCES / file}" for name, (file, _) in STAND_INS.items()]
+    return [f"benchmark.benchmarks.{name}.task.path={SOURCES / file}" for name, (file, _) in STAND_INS.items()]
 
 
 @pytest.mark.parametrize("suite, overrides", [
@@ -106,11 +113,12 @@ def _overrides_for_math7() -> list[str]:
     ("arith", ["task.n_terms=3"]),
 ])
 def test_suite_configs_compose_build_and_load(suite, overrides):
+    from fpa.config.parts import eval_parts
+
     cfg = compose_config("model_path=unused", f"benchmark={suite}", *overrides, name="eval")
-    node = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    settings = EvalSettings.from_config(node)
-    benchmarks = build_suite(node["benchmarks"], default_n_problems=settings.n_problems)
-    assert [b.name for b in benchmarks] == list(node["benchmarks"])
+    built = eval_parts(cfg).benchmark
+    benchmarks = list(built.benchmarks.values())
+    assert [b.name for b in benchmarks] == list(cfg.benchmark.benchmarks)
     for b in benchmarks:
         assert b.problems(), b.name
     if suite == "embedded":
@@ -119,7 +127,7 @@ def test_suite_configs_compose_build_and_load(suite, overrides):
         assert {t.max_operand for t in arith.values()} == {20}
         assert {"gsm_symbolic", "champ"} <= {b.name for b in benchmarks}
     if suite == "math7":
-        assert len(benchmarks) == 7 and settings.pass_at == [1, 4] and settings.maj_at == [4]
+        assert len(benchmarks) == 7 and built.pass_at == [1, 4] and built.maj_at == [4]
 
 
 class ScriptedSampler:
@@ -147,8 +155,8 @@ def _gsm8k_script(gsm: Benchmark) -> dict[str, list[str]]:
 
 
 def test_suite_scores_pass_at_k_majority_and_average_exactly(tmp_path):
-    gsm = build_benchmark("gsm8k", {"path": str(SOURCES / "gsm8k_test.jsonl")})
-    arith = build_benchmark("arith", {"n_terms": 2, "max_operand": 9, "n_problems": 2})
+    gsm = bench("gsm8k", path=str(SOURCES / "gsm8k_test.jsonl"))
+    arith = bench("arith", n_problems=2, n_terms=2, max_operand=9)
     script = {**_gsm8k_script(gsm), **{p.question: [p.solution] * 4 for p in arith.problems()}}
     settings = EvalSettings(k=4, pass_at=[2, 4], maj_at=[4], instruction="", seed=5)
     result = evaluate_suite(ScriptedSampler(script), [gsm, arith], PromptFormat(), settings, suite="t")
@@ -176,7 +184,7 @@ def test_suite_scores_pass_at_k_majority_and_average_exactly(tmp_path):
 def test_ranks_split_the_problems_and_their_sums_make_the_whole():
     """Each rank scores its share; the metric states are sums (reduced with dist_reduce_fx="sum" under
     torch.distributed), so problem-weighted rank results must give the single-process numbers."""
-    gsm = build_benchmark("gsm8k", {"path": str(SOURCES / "gsm8k_test.jsonl")})
+    gsm = bench("gsm8k", path=str(SOURCES / "gsm8k_test.jsonl"))
     settings = EvalSettings(k=4, pass_at=[2, 4], maj_at=[4], instruction="")
     single = evaluate_suite(ScriptedSampler(_gsm8k_script(gsm)), [gsm], PromptFormat(), settings).benchmarks["gsm8k"]
     parts = [evaluate_suite(ScriptedSampler(_gsm8k_script(gsm)), [gsm], PromptFormat(), settings, rank=r,
@@ -219,14 +227,13 @@ def test_callback_logs_benchmark_metrics_during_fit(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                             max_positions=64)
     tok = load_tokenizer(str(tiny))
-    cfg = compose_config("model_path=unused", "benchmark=arith", "task.n_terms=2", "task.max_operand=9",
+    cfg = compose_config("benchmark=arith", "task.n_terms=2", "task.max_operand=9",
                          "benchmark.n_problems=3", "benchmark.k=2", "benchmark.pass_at=[1,2]", "benchmark.maj_at=[2]",
                          "benchmark.max_new_tokens=6", "benchmark.benchmarks.arith_long.max_new_tokens=6",
-                         "benchmark.every_n_steps=2", name="eval")
-    assert make_eval_callbacks(compose_config("model_path=unused", "benchmark.enabled=false", name="eval"),
-                               tok, PromptFormat()) == []
-    [callback] = make_eval_callbacks(cfg, tok, PromptFormat(), samples_dir=tmp_path / "samples")
-    assert isinstance(callback, BenchmarkEvalCallback) and callback.every_n_steps == 2
+                         "callbacks.eval.every_n_steps=2")
+    [callback] = [c for c in train_parts(cfg).callbacks if isinstance(c, BenchmarkEvalCallback)]
+    assert callback.every_n_steps == 2 and callback.tokenizer is None  # the policy's own, loaded at setup
+    callback.tokenizer, callback.samples_dir = tok, tmp_path / "samples"
     data = DataLoader(TensorDataset(torch.randint(4, 60, (8, 10))), batch_size=4)
     logger = CSVLogger(str(tmp_path), name="logs")
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=logger, callbacks=[callback],

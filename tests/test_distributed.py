@@ -21,8 +21,8 @@ import pytest
 import torch
 
 STEPS = 5  # FSDP: 4 steps, a sharded checkpoint at step 4, then a resumed run to step 5
-BASE = ["data.batch_size=4", "data.max_length=32", f"train.max_steps={STEPS}", "train.warmup_steps=1",
-        "train.min_lr_ratio=1.0", "train.lr=1e-2", "++train.checkpoint_every=2", "train.log_every_n_steps=1",
+BASE = ["callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "data.batch_size=4", "data.max_length=32", f"train.max_steps={STEPS}", "scheduler.warmup_steps=1",
+        "scheduler.min_lr_ratio=1.0", "optimizer.lr=1e-2", "callbacks.checkpoint.every_n_train_steps=2", "train.log_every_n_steps=1",
         "objective.beta=0.1"]  # the tolerances below were set at β=0.1: larger β, larger Adam-amplified noise
 CPU2 = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 LOSS_TOL, WEIGHT_TOL = 1e-5, 1e-4  # Adam at lr=1e-2 amplifies float32 summation-order noise
@@ -76,12 +76,13 @@ def _train(cfg_path: Path, model: str, traj: Path, run_dir: Path, losses: Path, 
            **over) -> Path:
     from omegaconf import OmegaConf
 
+    from fpa.config.parts import train_parts
     from fpa.stages.train import train_policy
 
     cfg = OmegaConf.load(cfg_path)
     for key, value in over.items():
         OmegaConf.update(cfg, key, value)
-    return train_policy(cfg, model, traj, run_dir, [], callbacks=[LossLog(losses), *(extra or [])])
+    return train_policy(train_parts(cfg), model, traj, run_dir, [], callbacks=[LossLog(losses), *(extra or [])])
 
 
 def worker(work: Path) -> None:
@@ -168,22 +169,24 @@ def test_two_processes_match_one_process_ddp_and_fsdp(tmp_path, smoke_cfg):
 
 
 def _train_one(smoke_cfg, model: Path, traj: Path, tmp_path: Path):
+    from fpa.config.parts import train_parts
     from fpa.stages.train import train_policy
 
     cfg = smoke_cfg(*BASE, "trainer=cpu")
     log = LossLog(tmp_path / "one_losses.json")
-    policy = train_policy(cfg, str(model), traj, tmp_path / "one", [], callbacks=[log])
+    policy = train_policy(train_parts(cfg), str(model), traj, tmp_path / "one", [], callbacks=[log])
     return dict(log.losses), _weights(policy)
 
 
 def test_micro_batches_with_accumulation_match_the_full_batch(tmp_path, smoke_cfg):
+    from fpa.config.parts import train_parts
     from fpa.stages.train import train_policy
     from fpa.testing import build_model, write_trajectories
 
     model = build_model(tmp_path / "model")
     traj = write_trajectories(tmp_path / "traj.jsonl", n_problems=3)
-    full = train_policy(smoke_cfg(*BASE), str(model), traj, tmp_path / "full", [])
-    micro = train_policy(smoke_cfg(*BASE, "++train.micro_batch_size=1"), str(model), traj, tmp_path / "micro", [])
+    full = train_policy(train_parts(smoke_cfg(*BASE)), str(model), traj, tmp_path / "full", [])
+    micro = train_policy(train_parts(smoke_cfg(*BASE, "data.micro_batch_size=1")), str(model), traj, tmp_path / "micro", [])
     a, b = _weights(full), _weights(micro)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < WEIGHT_TOL
 

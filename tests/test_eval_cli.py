@@ -82,5 +82,7 @@ def test_fpa_eval_reads_a_lightning_checkpoint(tiny, tmp_path):
 
 
 def test_fpa_eval_requires_a_model(tmp_path):
-    with pytest.raises(SystemExit, match="model_path"):
+    from fpa.guards import ConfigError
+
+    with pytest.raises(ConfigError, match="model_path"):
         run(compose_config(*SMALL, name="eval"), tmp_path)

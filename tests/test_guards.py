@@ -14,6 +14,7 @@ from fpa.guards import NonFiniteLossError, OutOfMemoryHint, UnsafeFileError
 from fpa.module import OfflineRLModule
 from fpa.resume import find_last
 from fpa.safe_load import check_checkpoint, torch_load
+from fpa.config.parts import train_parts
 from fpa.stages.train import train_policy
 from fpa.testing import build_model, write_trajectories
 
@@ -33,7 +34,7 @@ def inputs(tmp_path_factory):
 
 
 def _cfg(smoke_cfg, *extra):
-    return smoke_cfg("data.batch_size=4", "data.max_length=32", "train.max_steps=6", "++train.checkpoint_every=1",
+    return smoke_cfg("callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "data.batch_size=4", "data.max_length=32", "train.max_steps=6", "callbacks.checkpoint.every_n_train_steps=1",
                      *extra)
 
 
@@ -50,7 +51,7 @@ class InjectNaN(L.Callback):
 def test_nan_loss_stops_naming_step_and_batch_and_keeps_the_last_good_checkpoint(smoke_cfg, inputs, tmp_path):
     model, traj = inputs
     with pytest.raises(NonFiniteLossError) as err:
-        train_policy(_cfg(smoke_cfg), str(model), traj, tmp_path, [], callbacks=[InjectNaN(at=3)])
+        train_policy(train_parts(_cfg(smoke_cfg)), str(model), traj, tmp_path, [], callbacks=[InjectNaN(at=3)])
     msg = str(err.value)
     print(msg)
     assert "NaN" in msg and "at step 3" in msg and "batch 0" in msg and "epoch 1" in msg, msg
@@ -71,9 +72,9 @@ def test_out_of_memory_names_the_knobs(smoke_cfg, inputs, tmp_path, monkeypatch)
 
     monkeypatch.setattr(OfflineRLModule, "training_step", oom)
     with pytest.raises(OutOfMemoryHint) as err:
-        train_policy(_cfg(smoke_cfg), str(model), traj, tmp_path, [])
+        train_policy(train_parts(_cfg(smoke_cfg)), str(model), traj, tmp_path, [])
     msg = str(err.value)
-    for knob in ("train.micro_batch_size", "train.chunk_size", "gradient_checkpointing", "trainer=fsdp"):
+    for knob in ("data.micro_batch_size", "module.chunk_size", "module.gradient_checkpointing", "trainer=fsdp"):
         assert knob in msg, msg
     assert "\n" not in msg
 
@@ -95,7 +96,7 @@ def test_malicious_checkpoint_is_refused_before_anything_loads(smoke_cfg, inputs
     torch.save({"state_dict": {}, "payload": Evil(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
     monkeypatch.setattr("fpa.module.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(UnsafeFileError, match="refusing to load .*last.ckpt"):
-        train_policy(_cfg(smoke_cfg), str(model), traj, tmp_path / "run", [])
+        train_policy(train_parts(_cfg(smoke_cfg)), str(model), traj, tmp_path / "run", [])
     assert not marker.exists()
 
 
@@ -133,8 +134,8 @@ def test_malicious_weights_in_a_model_cache_are_refused(inputs, tmp_path):
 
 
 def test_presets_keep_remote_code_off():
-    from fpa.validation import _options, compose
+    from fpa.config.compose import compose, options
+    from fpa.config.parts import train_parts
 
-    for name in _options("model"):
-        cfg = compose("train", [f"model={name}"])
-        assert cfg.model.get("trust_remote_code", False) is False, name
+    for name in options("model"):
+        assert train_parts(compose("train", [f"model={name}"])).model.trust_remote_code is False, name

@@ -16,7 +16,7 @@ def test_smoke_pipeline_runs_every_stage_and_reuses_cache(smoke_cfg, smoke_cache
     for key in ("reference", "policy"):
         assert 0.0 <= saved[key]["pass@1"] <= 1.0 and saved[key]["n_problems"] == 8
     assert (tmp_path / "fpa" / "policy" / "config.json").exists()
-    assert (tmp_path / "fpa" / "eval" / "samples.jsonl").exists()
+    assert (tmp_path / "fpa" / "eval" / "samples" / "arith.jsonl").exists()
     # The trajectories are a datasets-loadable set with every field the design lists.
     traj = datasets.load_dataset("parquet", data_dir=saved["paths"]["trajectories"], split="train")
     assert {"problem_id", "prompt", "completion", "extracted_answer", "reward", "generator"} <= set(traj.column_names)

@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import CSVLogger
 from safetensors.torch import load_file
 
 from fpa.resume import ShardedBatchSampler, find_last
+from fpa.config.parts import train_parts
 from fpa.stages.train import train_policy
 from fpa.testing import build_model, write_trajectories
 
@@ -54,9 +55,9 @@ def inputs(tmp_path_factory):
 def _run(smoke_cfg, inputs, run_dir, recorder, **over):
     model, traj = inputs
     extra = [f"++train.{k}={v}" for k, v in over.items()]
-    cfg = smoke_cfg("data.batch_size=5", "data.max_length=32", "train.max_steps=9", "train.warmup_steps=2",
-                    "train.min_lr_ratio=0.1", "++train.checkpoint_every=2", "train.log_every_n_steps=1", *extra)
-    return train_policy(cfg, str(model), traj, run_dir, [CSVLogger(str(run_dir), name="csv")], callbacks=[recorder])
+    cfg = smoke_cfg("callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "data.batch_size=5", "data.max_length=32", "train.max_steps=9", "scheduler.warmup_steps=2",
+                    "scheduler.min_lr_ratio=0.1", "callbacks.checkpoint.every_n_train_steps=2", "train.log_every_n_steps=1", *extra)
+    return train_policy(train_parts(cfg), str(model), traj, run_dir, [CSVLogger(str(run_dir), name="csv")], callbacks=[recorder])
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(smoke_cfg, inputs, tmp_path, recwarn):
