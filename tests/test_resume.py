@@ -48,8 +48,9 @@ class Recorder(L.Callback):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    # 3 problems × 4 pairs = 12 pairs; batches of 5 → 3 steps per epoch (5, 5, 2)
-    return build_model(root / "model", dropout=0.2), write_trajectories(root / "traj.jsonl", n_problems=3)
+    # 4 problems × 4 pairs = 16 pairs; batches of 5 → 3 steps per epoch (5, 5, 5; the 16th pair of
+    # each epoch's order is dropped: fpa.resume serves full batches only)
+    return build_model(root / "model", dropout=0.2), write_trajectories(root / "traj.jsonl", n_problems=4)
 
 
 def _run(smoke_cfg, inputs, run_dir, recorder, **over):

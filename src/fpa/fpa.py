@@ -9,7 +9,9 @@ At λ = 0 the future policy is the current one and the gradient is the objective
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from numbers import Real
 
 import torch
 from torch import Tensor
@@ -51,16 +53,22 @@ class FPAOutput:
 
 @dataclass
 class FuturePolicy:
-    """``lam`` is λ ≥ 0; ``apply_to`` picks the rows whose coefficients come from the future policy."""
+    """``lam`` is λ ≥ 0; ``apply_to`` picks the rows whose coefficients come from the future policy.
+
+    λ > 0 needs the future policy's log-probs (``ObjectiveInputs.future``, computed from the
+    reference model's logits); without them a call raises instead of quietly training the base
+    objective. Bad values raise ``ValueError("<field>: ...")``; the config layer prefixes ``fpa.``.
+    """
 
     lam: float = 0.0
     apply_to: str = "both"
 
     def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"fpa.lam must be >= 0, got {self.lam}")
-        if self.apply_to not in SIDES:
-            raise ValueError(f"fpa.apply_to must be one of {SIDES}, got {self.apply_to!r}")
+        lam = self.lam
+        if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam: must be a finite number >= 0 (0 is the base objective), got {lam!r}")
+        if not isinstance(self.apply_to, str) or self.apply_to not in SIDES:
+            raise ValueError(f"apply_to: must be one of {' | '.join(SIDES)}, got {self.apply_to!r}")
 
     @property
     def enabled(self) -> bool:
@@ -75,6 +83,10 @@ class FuturePolicy:
         return chosen if self.apply_to == "chosen" else ~chosen
 
     def __call__(self, objective: Objective, x: ObjectiveInputs) -> FPAOutput:
+        if self.enabled and x.future is None:
+            raise ValueError(f"FPA (λ>0) needs the reference model's logits: lam={self.lam!r} but the batch has no "
+                             "future-policy log-probs (no reference model was loaded); load one, or set lam=0 "
+                             "for the base objective")
         coef_cur, terms = token_coefficients(objective, x)
         coef, coef_fut = coef_cur, None
         if x.future is not None and self.enabled:

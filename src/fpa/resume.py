@@ -11,6 +11,14 @@ python RNG states into the checkpoint and restores them.
 The loader is also the distributed sampler: with R data-parallel ranks the epoch order is cut into
 global micro-batches of ``R × batch_size`` examples and rank r takes slice r of each, so R
 processes see, step by step, exactly the examples one process sees with an R times larger batch.
+
+Batch policy, the same for every objective: **the last partial batch of an epoch is dropped.**
+An epoch of n examples is ``n // (batch_size × R)`` full batches; the ``n mod (batch_size × R)``
+examples left over by that epoch's order are not seen in that epoch (the order changes every epoch,
+so no example is left out for good). Every step therefore has the same number of examples (KTO's KL
+rows need at least 2 per batch; a final batch of 1 used to crash it), and the number of batches in
+an epoch is fixed, which exact resumption relies on. Fewer examples than one full batch is an error
+(:class:`ShardedBatchSampler` says how many examples and what batch).
 """
 
 from __future__ import annotations
@@ -30,29 +38,24 @@ from torch.utils.data import DataLoader, Sampler
 from fpa.data.datamodule import SeededShuffle
 
 
-def _split(items: list[int], parts: int) -> list[list[int]]:
-    """``items`` in ``parts`` contiguous slices whose sizes differ by at most one (first ones larger)."""
-    q, r = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + q + (1 if i < r else 0)
-        out.append(items[start:end])
-        start = end
-    return out
-
-
 class ShardedBatchSampler(Sampler[list[int]]):
     """Rank ``rank``'s micro-batches of the epoch order ``SeededShuffle(n, seed)``.
 
     Global micro-batch k is ``order[k·G:(k+1)·G]``, G = ``batch_size × num_replicas``; rank r gets
-    slice r of it. A final partial global batch is split as evenly as possible, or dropped when it
-    has fewer examples than ranks (every rank must take the same number of steps). ``start`` skips
-    the first batches of the epoch (resumption); ``last`` holds the indices served last.
+    slice r of it, ``batch_size`` examples. A final partial global batch is dropped (see the module
+    docstring), so every batch of every rank is full. ``start`` skips the first batches of the epoch
+    (resumption); ``last`` holds the indices served last.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        g = batch_size * num_replicas
+        if n < g:
+            per = f" ({batch_size} per process × {num_replicas} processes)" if num_replicas > 1 else ""
+            raise ValueError(f"{n} training examples are fewer than one batch of {g}{per}: an epoch would have "
+                             "no batch (the last partial batch of an epoch is dropped); lower data.batch_size "
+                             "or train on more examples")
         self.n, self.batch_size, self.num_replicas, self.rank = n, batch_size, num_replicas, rank
         self.sampler = SeededShuffle(n, seed)  # Lightning calls sampler.set_epoch at every epoch start
         self.start = 0
@@ -63,16 +66,14 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return self.sampler.epoch
 
     def __len__(self) -> int:
-        g = self.batch_size * self.num_replicas
-        full, rest = divmod(self.n, g)
-        return full + (1 if rest >= self.num_replicas else 0)
+        return self.n // (self.batch_size * self.num_replicas)  # full global batches only
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start = self.start, 0
         order = list(self.sampler)  # read lazily: set_epoch may come after iter()
         g = self.batch_size * self.num_replicas
         for k in range(start, len(self)):
-            mine = _split(order[k * g:(k + 1) * g], self.num_replicas)[self.rank]
+            mine = order[k * g + self.rank * self.batch_size:k * g + (self.rank + 1) * self.batch_size]
             self.last = mine
             yield mine
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,13 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 
 def torch_load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
-    """``torch.load`` restricted to tensors and plain containers; :class:`UnsafeFileError` otherwise."""
+    """``torch.load`` restricted to tensors and plain containers; :class:`UnsafeFileError` otherwise.
+
+    ``mmap`` applies to the zip format only; a legacy-format file or a bare pickle is read without
+    it (torch would raise instead), through the same restricted unpickler.
+    """
+    if mmap and not zipfile.is_zipfile(path):
+        mmap = False
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

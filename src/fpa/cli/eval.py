@@ -47,12 +47,24 @@ def checkpoint_to_model_dir(ckpt_path: str | Path, out: Path, base_model: str | 
                             tokenizer: str | None = None, trust_remote_code: bool = False) -> tuple[Path, str]:
     """Load a Lightning checkpoint's ``policy.*`` weights into ``base_model``'s architecture and save it.
 
-    Returns (model directory, base model used). The checkpoint is a local file written by this
-    project's training; it is unpickled in full (``weights_only=False``) to read its hyper-parameters.
+    Returns (model directory, base model used). The checkpoint is read with
+    :func:`fpa.safe_load.torch_load` (``weights_only=True``: tensors, numbers, strings and plain
+    containers, which is all this project's checkpoints hold, hyper-parameters included); a file that
+    needs anything else (a crafted pickle could run code) is refused with one line, before any model
+    loads.
     """
+    from fpa.guards import UnsafeFileError
     from fpa.models.loading import load_model
+    from fpa.safe_load import torch_load
 
-    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch_load(ckpt_path, map_location="cpu")
+    except UnsafeFileError as e:
+        raise SystemExit(f"fpa-eval: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a truncated / foreign file: say so in one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise SystemExit(f"fpa-eval: {ckpt_path} is not a readable torch checkpoint ({type(e).__name__}: "
+                         f"{first})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise SystemExit(f"fpa-eval: {ckpt_path} is not a Lightning checkpoint (no state_dict)")
     base = base_model or (ckpt.get("hyper_parameters") or {}).get("policy_path")

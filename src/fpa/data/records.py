@@ -2,14 +2,16 @@
 
 A trajectory set is a Parquet or JSONL file, or a directory of Parquet shards written by
 :mod:`fpa.data.shards` (``datasets.load_dataset("parquet", data_dir=...)`` loads it as well).
-Every bad record is reported as a :class:`RecordError` naming the file, the record index (and the
-line, for JSONL) and the field; ``skip_invalid=True`` drops bad records instead and counts them.
+Every bad record (a missing or mistyped field, an empty completion, a NaN or ±inf reward) is
+reported as a :class:`RecordError` naming the file, the record index (and the line, for JSONL) and
+the field; ``skip_invalid=True`` drops bad records instead and counts them.
 Reading never modifies a file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,6 +85,9 @@ def _check_fields(record: Any, fields: dict[str, tuple[type, ...]], path, index:
 
 def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:
     _check_fields(record, TRAJECTORY_FIELDS, path, index, line)
+    reward = record["reward"]
+    if isinstance(reward, float) and not math.isfinite(reward):  # an int is always finite
+        raise RecordError(path, index, "reward", f"must be a finite number, got {reward!r}", line)
     if not record["completion"].strip():
         raise RecordError(path, index, "completion", "empty completion", line)
 

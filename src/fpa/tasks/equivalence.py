@@ -11,6 +11,8 @@ only math-verify instead of re-running the caller's ``__main__`` (torch and all)
 Numbers take a fast path: if both sides are plain numbers (``12``, ``-0.5``, ``3/4``, ``1,000``
 after :func:`~fpa.tasks.answers.normalize_number`) they are compared exactly as ``Fraction``s in
 this process. Exactly: ``0.333`` does not equal ``1/3`` here, while math-verify would round.
+Scale words count (``10 million`` is 10000000) and known units are dropped; a number followed
+by other words (``3 or more``) never equals a plain number (math-verify would read just the 3).
 
 Every check lands in a :class:`VerificationStats`; timeouts and errors score 0 but are counted,
 so a run can report how many verdicts the verifier could not give.
@@ -32,7 +34,7 @@ from fractions import Fraction
 from multiprocessing.connection import Connection
 from typing import Callable, Literal
 
-from fpa.tasks.answers import normalize_number
+from fpa.tasks.answers import normalize_number, number_with_words
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +313,9 @@ def answers_match(predicted: str | None, gold: str, timeout_s: float = 5.0, *,
         pred_num, gold_num = plain_number(predicted), plain_number(gold)
         if pred_num is not None and gold_num is not None:
             result = MatchResult(correct=pred_num == gold_num, method="fast")
+        elif (pred_num is not None and number_with_words(gold)) or (gold_num is not None
+                                                                     and number_with_words(predicted)):
+            result = MatchResult(correct=False, method="fast")  # "3 or more" is not 3
         else:
             status, correct, detail = (verifier or default_verifier()).check(predicted, gold, timeout_s)
             result = MatchResult(correct=correct, status=status, method="math_verify", detail=detail)
