@@ -79,9 +79,10 @@ def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int, pat
     import fpa.logprobs
     from fpa.fpa import FuturePolicy
     from fpa.module import OfflineRLModule
+    from fpa.optim import AdamW
     from fpa.objectives.dpo import DPO
 
-    module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=lam), reference_path=str(path), lr=1e-5,
+    module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=lam), reference_path=str(path), optimizer=AdamW(lr=1e-5),
                              chunk_size=chunk_size)
     module.train()
     conf = module.configure_optimizers()
@@ -242,6 +243,7 @@ def breakdown(path: Path, batch, args, label: str, step_ms: float | None) -> lis
     import fpa.logprobs
     from fpa.fpa import FuturePolicy
     from fpa.module import OfflineRLModule
+    from fpa.optim import AdamW
     from fpa.objectives.dpo import DPO
 
     module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=1.0), reference_path=str(path),

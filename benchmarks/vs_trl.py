@@ -82,12 +82,13 @@ class Ours:
         from fpa.fpa import FuturePolicy
         from fpa.models.loading import load_tokenizer
         from fpa.module import OfflineRLModule
+        from fpa.optim import AdamW
         from fpa.objectives.dpo import DPO
 
         tok = load_tokenizer(str(path))
         self.loader = DataLoader(examples, batch_size=pairs, shuffle=False, collate_fn=Collator("pairs", tok.pad_token_id))
         self.module = OfflineRLModule(str(path), DPO(beta=BETA), FuturePolicy(lam=lam), reference_path=str(path),
-                                      lr=LR, chunk_size=chunk_size)
+                                      optimizer=AdamW(lr=LR), chunk_size=chunk_size)
         self.L = L
         C.silence_lightning()
 

@@ -117,11 +117,13 @@ def run_objective(name: str, lam: float, model_dir: Path, config, args, device: 
 
     from fpa.fpa import FuturePolicy
     from fpa.module import OfflineRLModule
+    from fpa.optim import AdamW, WarmupCosine
     from fpa.objectives.dpo import DPO
 
     module = OfflineRLModule(str(model_dir), DPO(beta=0.1), FuturePolicy(lam=lam), dtype="bfloat16",
                              policy_dtype="float32", gradient_checkpointing=not args.no_grad_ckpt,
-                             chunk_size=args.chunk_size, lr=1e-6, total_steps=args.warmup + args.steps,
+                             chunk_size=args.chunk_size, optimizer=AdamW(lr=1e-6), 
+                             scheduler=WarmupCosine(warmup_steps=0, total_steps=args.warmup + args.steps),
                              sync_loss=False)
     batches = random_batches(args.warmup + args.steps, args.pairs, args.prompt_len, args.completion_len,
                              config.vocab_size)

@@ -48,11 +48,12 @@ def test_an_epoch_without_a_full_batch_is_a_clear_error():
 def test_kto_trains_over_an_epoch_that_leaves_one_example(smoke_cfg, tmp_path):
     """12 unpaired examples in batches of 11: the old loader served a last batch of 1 row, and KTO's
     KL collation raised at the second step."""
+    from fpa.config.parts import train_parts
     from fpa.stages.train import train_policy
     from fpa.testing import build_model, write_trajectories
 
     model = build_model(tmp_path / "model")
     trajectories = write_trajectories(tmp_path / "traj.jsonl", n_problems=3)  # 3 × 4 = 12 trajectories
-    cfg = smoke_cfg("objective=kto", "fpa.lam=0", "data.batch_size=11", "data.max_length=32", "train.max_steps=3")
-    out = train_policy(cfg, str(model), trajectories, tmp_path / "run", loggers=False)
+    cfg = smoke_cfg("callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "objective=kto", "fpa.lam=0", "data.batch_size=11", "data.max_length=32", "train.max_steps=3")
+    out = train_policy(train_parts(cfg), str(model), trajectories, tmp_path / "run", loggers=False)
     assert (out / "config.json").exists()

@@ -65,12 +65,14 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, how):
 
 
 def test_a_real_lightning_checkpoint_still_converts(smoke_cfg, tmp_path):
+    from fpa.config.parts import train_parts
     from fpa.stages.train import train_policy
 
     model = build_model(tmp_path / "base")
     traj = write_trajectories(tmp_path / "traj.jsonl", n_problems=3)
-    cfg = smoke_cfg("data.batch_size=4", "data.max_length=32", "train.max_steps=2", "++train.checkpoint_every=1")
-    policy = train_policy(cfg, str(model), traj, tmp_path / "run", [])
+    cfg = smoke_cfg("callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "data.batch_size=4", "data.max_length=32", "train.max_steps=2",
+                    "callbacks.checkpoint.every_n_train_steps=1")
+    policy = train_policy(train_parts(cfg), str(model), traj, tmp_path / "run", [])
     ckpt = find_last(tmp_path / "run" / "checkpoints")
     assert ckpt is not None and ckpt.is_file()
     out, base = checkpoint_to_model_dir(ckpt, tmp_path / "converted", base_model=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny, task_set
 
 
 def test_resuming_with_other_settings_is_refused(tiny, task_setup, whole):
-    other = SamplingSettings(**{**SETTINGS.identity(), "temperature": 0.5})
+    other = dataclasses.replace(SETTINGS, temperature=0.5)
     with pytest.raises(ValueError, match="other settings"):
         write(whole, tiny, task_setup, settings=other)
 
@@ -196,6 +197,12 @@ def test_cli_writes_a_set_that_fpa_train_reuses(tmp_path, tiny, monkeypatch):
 
     # fpa-train's generate stage, same settings and model: the same directory, no model loaded
     monkeypatch.setattr(sample, "load_backend", lambda *a, **k: pytest.fail("the set was complete"))
-    train_cfg = compose_config(*overrides(tmp_path), "++generate.shard_size=2")
-    path, _ = sample.generate_trajectories(train_cfg, tiny, {"name_or_path": str(Path(tiny).resolve())})
+    from fpa.cli.generate import model_to_sample
+    from fpa.config.parts import train_parts
+
+    parts = train_parts(compose_config(*overrides(tmp_path), "generate.shard_size=2"))
+    _, key = model_to_sample(parts, tiny)  # fpa-train with model.reference=<tiny> has the same key
+    inputs = sample.trajectory_inputs(key, parts.task, parts.model.prompt, parts.generate, parts.sft_skip,
+                                      parts.data_seed)
+    path, _ = sample.generate_trajectories(tiny, inputs, parts.cache_dir)
     assert path == out and (path / "stage.json").exists()
