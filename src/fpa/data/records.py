@@ -18,6 +18,12 @@ from typing import Any, Iterator
 import datasets
 import pyarrow.parquet as pq
 
+# The trajectory record and manifest layout. Bump it when fields are added or change meaning (shard
+# checksums, sampled token ids, behaviour / reference log-probs), and teach fpa.data.shards.migrate
+# the step from the version before. Version 1: the fields below; sets written before versioning
+# (no version recorded) have exactly these and are migrated by recording the number.
+SCHEMA_VERSION = 1
+
 # field -> accepted Python types; every trajectory record carries these.
 TRAJECTORY_FIELDS: dict[str, tuple[type, ...]] = {
     "problem_id": (str,),
@@ -49,6 +55,7 @@ TRAJECTORY_FEATURES = datasets.Features({
     "finish_reason": datasets.Value("string"),
     "n_tokens": datasets.Value("int64"),
     "shard": datasets.Value("int64"),
+    "schema_version": datasets.Value("int64"),
     "generator": {
         "model": datasets.Value("string"),
         "backend": datasets.Value("string"),
@@ -83,8 +90,19 @@ def _check_fields(record: Any, fields: dict[str, tuple[type, ...]], path, index:
                               f"got {type(record[field]).__name__}", line)
 
 
+class SchemaVersionError(ValueError):
+    """A trajectory set written by another version of the record layout (refused as a whole)."""
+
+
+def check_schema_version(version: Any, where: str | Path) -> None:
+    if version is not None and version != SCHEMA_VERSION:
+        raise SchemaVersionError(f"{where}: trajectory schema version {version}, this fpa reads version "
+                                 f"{SCHEMA_VERSION}; regenerate the set with this version's fpa-generate")
+
+
 def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:
     _check_fields(record, TRAJECTORY_FIELDS, path, index, line)
+    check_schema_version(record.get("schema_version"), f"{path}: record {index}")
     reward = record["reward"]
     if isinstance(reward, float) and not math.isfinite(reward):  # an int is always finite
         raise RecordError(path, index, "reward", f"must be a finite number, got {reward!r}", line)

@@ -22,7 +22,20 @@ from typing import Any
 
 import datasets
 
-from fpa.data.records import TRAJECTORY_FEATURES, save_trajectories
+from fpa.data.records import SCHEMA_VERSION, TRAJECTORY_FEATURES, check_schema_version, save_trajectories
+
+
+def migrate(manifest: dict[str, Any], root: Path) -> bool:
+    """Bring a manifest to :data:`SCHEMA_VERSION` in place when a step is known; False if nothing changed.
+
+    Sets from before versioning (no ``schema_version``) have version 1's fields: the step records it.
+    Any other version is refused by :func:`check_schema_version`.
+    """
+    if "schema_version" not in manifest:
+        manifest["schema_version"] = 1
+        return True
+    check_schema_version(manifest["schema_version"], root / "manifest.json")
+    return False
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
@@ -43,6 +56,10 @@ class ShardDirectory:
             if not self.manifest_path.exists():
                 raise FileNotFoundError(f"no shard manifest at {self.manifest_path}")
             self._manifest = json.loads(self.manifest_path.read_text())
+            if migrate(self._manifest, self.root):
+                print(f"fpa: {self.root}: trajectory set from before schema versions, migrated to version "
+                      f"{SCHEMA_VERSION} (its fields are that version's)")
+                _write_json_atomic(self.manifest_path, self._manifest)
         return self._manifest
 
     def open(self, config: dict[str, Any], n_shards: int) -> "ShardDirectory":
@@ -56,7 +73,8 @@ class ShardDirectory:
                                  f"choose another output directory or delete it.\n  there: {old['config']} "
                                  f"({old['n_shards']} shards)\n  now:   {config} ({n_shards} shards)")
             return self
-        self._manifest = {"config": config, "n_shards": n_shards, "finished": {}, "complete": False}
+        self._manifest = {"schema_version": SCHEMA_VERSION, "config": config, "n_shards": n_shards, "finished": {},
+                          "complete": False}
         _write_json_atomic(self.manifest_path, self._manifest)
         return self
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from fpa.config import checks
-from fpa.data.records import read_records, trajectory_files
+from fpa.data.records import SCHEMA_VERSION, read_records, trajectory_files
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import write_report
 from fpa.tasks.base import Problem
@@ -73,6 +73,7 @@ def _shard_records(problems: list[Problem], prompts: list[str], samples, task, g
                         "completion": s.completion, "reward": float(v.reward), "outcome": bool(v.outcome),
                         "process": v.process, "extracted_answer": v.extracted, "answer": p.answer,
                         "finish_reason": s.finish_reason, "n_tokens": s.n_tokens, "shard": index,
+                        "schema_version": SCHEMA_VERSION,
                         "generator": generator_info})
     return records
 
