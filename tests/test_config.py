@@ -213,3 +213,14 @@ def test_every_setting_of_the_nodes_a_stage_receives_is_in_its_key(base_keys):
             except ConfigError:
                 continue  # e.g. top_p=0.5 is fine, but halving an integer may make it invalid
             assert changed[stage] != keys[stage], f"{stage} key ignores {override}"
+
+
+def test_fpa_report_checks_its_inputs(tmp_path):
+    from fpa.cli.report import check as report_check
+
+    with pytest.raises(ConfigError, match="runs: no such directory: /no/such/sweep"):
+        report_check(OmegaConf.create({"runs": "/no/such/sweep", "out": None}))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="out: .* is a file"):
+        report_check(OmegaConf.create({"runs": str(tmp_path), "out": str(tmp_path / "file")}))
+    assert report_check(OmegaConf.create({"runs": [str(tmp_path)], "out": None})) == ([str(tmp_path)], tmp_path)

@@ -21,6 +21,9 @@ def test_sweep_composes(sweep):
                       return_hydra_config=True)
     assert cfg.sweep == sweep.stem
     assert cfg.hydra.sweeper.params, "a sweep defines what it varies"
+    from fpa.config.parts import train_parts
+
+    train_parts(cfg)  # every node of the sweep's base config builds
 
 
 def test_smoke_sweep_and_report(tmp_path):

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from fpa.cli.app import hydra_app
+from fpa.guards import ConfigError
 
 from fpa.reporting.plots import all_plots
 from fpa.reporting.runs import load_runs
@@ -30,10 +31,29 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     return table, all_plots(runs, out, frame)
 
 
+def check(cfg: DictConfig) -> tuple[list[str], Path]:
+    """The run directories and the output directory, checked before anything is read."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "runs"):
+        raise ConfigError("runs: set runs=<multirun directory> or runs=[<run dir>,...]")
+    roots = [str(r) for r in cfg.runs] if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
+    missing = [r for r in roots if not Path(r).is_dir()]
+    if missing:
+        raise ConfigError(f"runs: no such directory: {', '.join(missing)}")
+    out = Path(cfg.out or roots[0])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a directory")
+    return roots, out
+
+
 @hydra_app("report")
 def main(cfg: DictConfig) -> None:
-    roots = [str(r) for r in cfg.runs] if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
-    table, plots = report(roots, Path(cfg.out or roots[0]))
+    try:
+        roots, out = check(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"fpa-report: {err}") from None
+    table, plots = report(roots, out)
     print(table)
     for p in plots:
         print("plot:", p)

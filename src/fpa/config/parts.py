@@ -73,6 +73,11 @@ def _callbacks(cfg: DictConfig, context: dict[str, Any]) -> list:
     return [build(node, f"callbacks.{name}", context) for name, node in nodes.items() if node is not None]
 
 
+def _record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without Hydra's own node (which resolves only inside a Hydra job)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def _refers_to(node: Any, keys: set[str]) -> bool:
     """Whether ``node`` interpolates one of the config keys ``keys`` (then its errors repeat theirs)."""
     text = str(OmegaConf.to_container(node, resolve=False)) if OmegaConf.is_config(node) else ""
@@ -122,7 +127,7 @@ def train_parts(cfg: DictConfig, stage: str = "train") -> TrainParts:
                        trainer=trainer, callbacks=callbacks or [], loggers=loggers or {},
                        seed=int(cfg.get("seed", 0)), data_seed=int(cfg.get("data_seed", 0)),
                        cache_dir=Path(str(OmegaConf.select(cfg, "paths.cache_dir") or "outputs/cache")),
-                       config=OmegaConf.to_container(cfg, resolve=True))
+                       config=_record(cfg))
     check_train(parts, stage)
     return parts
 
@@ -146,4 +151,4 @@ def eval_parts(cfg: DictConfig) -> EvalParts:
             problems.extend(e.problems)
     if problems:
         raise ConfigError(problems)
-    return EvalParts(**built, config=OmegaConf.to_container(cfg, resolve=True))
+    return EvalParts(**built, config=_record(cfg))
