@@ -24,13 +24,6 @@ class Evil:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _crafted(path, marker, how: str):
     payload = {"state_dict": {}, "hyper_parameters": {"policy_path": "x"}, "x": Evil(marker)}

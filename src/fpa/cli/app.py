@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import hydra
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.config.conf_dir import conf_dir
 from fpa.config.resolvers import register_resolvers
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fpa.cli.conf_dir import conf_dir
+from fpa.config.conf_dir import conf_dir
 from fpa.guards import ConfigError
 
 ENTRY_CONFIGS = ("train", "generate", "eval")

@@ -32,7 +32,7 @@ class TrainParts:
     fpa: Any
     optimizer: Any
     scheduler: Any
-    trainer: Any  # fpa.stages.runtime.TrainerFactory
+    trainer: Any  # fpa.trainer.TrainerFactory
     callbacks: list = field(default_factory=list)
     loggers: dict[str, DictConfig] = field(default_factory=dict)  # instantiated with save_dir=<run dir>
     benchmark: Any = None  # fpa.evaluation.suite.Suite
@@ -57,7 +57,7 @@ def _node(cfg: DictConfig, key: str) -> Any:
 
 
 def _trainer(cfg: DictConfig):
-    from fpa.stages.runtime import TrainerFactory
+    from fpa.trainer import TrainerFactory
 
     node = _node(cfg, "trainer")
     check_node_keys(node, "trainer")

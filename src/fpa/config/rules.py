@@ -10,14 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from fpa.guards import ConfigError
-
-if TYPE_CHECKING:
-    from fpa.config.parts import TrainParts
 
 SHARDED_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
 
@@ -49,7 +46,8 @@ def fpa_changes_nothing(objective) -> bool:
     return bool(torch.allclose(a, c, rtol=1e-9, atol=1e-12))
 
 
-def check_train(parts: TrainParts, stage: str = "train") -> None:
+def check_train(parts: Any, stage: str = "train") -> None:
+    """``parts``: a :class:`fpa.config.parts.TrainParts`."""
     problems: list[str] = []
     positions = parts.model.max_positions
     if positions:

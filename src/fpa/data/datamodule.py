@@ -112,15 +112,3 @@ class TrajectoryDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=SeededShuffle(len(self.train_set),
                           self.seed), collate_fn=self.collate, num_workers=self.num_workers, drop_last=False)
 
-
-class ShardedTrajectoryData(TrajectoryDataModule):
-    """The trajectory DataModule with a resumable, rank-aware loader (``batch_size`` = per-rank micro-batch)."""
-
-    def train_dataloader(self):
-        from fpa.resume import make_loader
-
-        strategy = getattr(self.trainer, "strategy", None) if self.trainer is not None else None
-        kw = getattr(strategy, "distributed_sampler_kwargs", None) or {}
-        return make_loader(self.train_set, self.collate, self.batch_size, self.seed,
-                           num_replicas=int(kw.get("num_replicas", 1)), rank=int(kw.get("rank", 0)),
-                           num_workers=self.num_workers)

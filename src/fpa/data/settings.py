@@ -5,8 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fpa.config import checks
-from fpa.data.datamodule import ShardedTrajectoryData
+from fpa.data.datamodule import TrajectoryDataModule
 from fpa.models.spec import check_input_path
+from fpa.resume import make_loader
+
+
+class ShardedTrajectoryData(TrajectoryDataModule):
+    """The trajectory DataModule with a resumable, rank-aware loader (``batch_size`` = per-rank micro-batch)."""
+
+    def train_dataloader(self):
+        strategy = getattr(self.trainer, "strategy", None) if self.trainer is not None else None
+        kw = getattr(strategy, "distributed_sampler_kwargs", None) or {}
+        return make_loader(self.train_set, self.collate, self.batch_size, self.seed,
+                           num_replicas=int(kw.get("num_replicas", 1)), rank=int(kw.get("rank", 0)),
+                           num_workers=self.num_workers)
 
 
 @dataclass(frozen=True)

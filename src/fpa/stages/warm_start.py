@@ -26,7 +26,7 @@ from fpa.module import OfflineRLModule
 from fpa.objectives.sft import SFT
 from fpa.optim import AdamW, WarmupCosine
 from fpa.stages.cache import cached_stage
-from fpa.stages.runtime import TrainerFactory
+from fpa.trainer import TrainerFactory
 
 VERSION = "1"
 
