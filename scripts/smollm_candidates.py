@@ -48,6 +48,7 @@ class Candidate:
     max_new_tokens: int = 64
     n: int | None = None  # override --n
     samples: int | None = None  # override --samples
+    temperature: float | None = None  # override --temperature
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -64,10 +65,12 @@ def _arith(n_terms, max_operand, ops):
 
 
 CANDIDATES = [
-    Candidate("add-2x20-default", "arith", _arith(2, 20, "+"), BOXED, None,
-              note="one addition, operands 1-20; the model's default system turn"),
-    Candidate("add-2x20-math", "arith", _arith(2, 20, "+"), BOXED, MATH_SYSTEM,
-              note="one addition, operands 1-20; short math system prompt"),
+    Candidate("add-2x30-default", "arith", _arith(2, 30, "+"), BOXED, None,
+              note="one addition, operands 1-30; the model's default system turn"),
+    Candidate("add-2x30-math", "arith", _arith(2, 30, "+"), BOXED, MATH_SYSTEM,
+              note="one addition, operands 1-30; short math system prompt"),
+    Candidate("add-2x30-math-T0.7", "arith", _arith(2, 30, "+"), BOXED, MATH_SYSTEM, temperature=0.7,
+              note="add-2x30-math sampled at T=0.7"),
     Candidate("add-2x99-default", "arith", _arith(2, 99, "+"), BOXED, None,
               note="one addition of two 1-2 digit numbers"),
     Candidate("addsub-2x20-default", "arith", _arith(2, 20, "+-"), BOXED, None,
@@ -83,7 +86,10 @@ CANDIDATES = [
     Candidate("arith-3x20-example", "arith", _arith(3, 20, "+-"), ONE_EXAMPLE, EXAMPLE_SYSTEM,
               note="3 terms up to 20; one worked example"),
     Candidate("chain_sum-2x1d-math", "chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-              "{question}", MATH_SYSTEM, note="reasoning-gym chain_sum, 2 single-digit terms"),
+              "{question}", MATH_SYSTEM, n=20,
+              note="reasoning-gym chain_sum, 2 single-digit terms (only 20 test problems exist)"),
+    Candidate("chain_sum-2x2d-math", "chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+              "{question}", MATH_SYSTEM, note="reasoning-gym chain_sum, one + or - of 1-2 digit numbers (spaced)"),
     Candidate("chain_sum-3x1d-math", "chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1},
               "{question}", MATH_SYSTEM, note="reasoning-gym chain_sum, 3 single-digit terms"),
     Candidate("basic_arith-2x1d-math", "basic_arithmetic",
@@ -141,6 +147,7 @@ def run_candidate(c: Candidate, tok, model, n: int, samples: int, temperature: f
     task = c.build_task()
     n = c.n or n
     samples = c.samples or samples
+    temperature = c.temperature or temperature
     problems = task.problems("test", n, seed=0)
     fmt = PromptFormat(template=c.template, use_chat_template=True, system=c.system)
     prompts = [fmt(p.question, tok) for p in problems]
@@ -191,7 +198,7 @@ def cmd_throughput(args, tok, model):
     import torch
     from fpa.prompting import PromptFormat
 
-    c = BY_NAME["add-2x20-default"]
+    c = BY_NAME["add-2x30-default"]
     problems = c.build_task().problems("test", 32, seed=0)
     fmt = PromptFormat(template=c.template, use_chat_template=True, system=c.system)
     prompts = [fmt(p.question, tok) for p in problems]
