@@ -9,6 +9,7 @@ on the test split. Results accumulate in a JSON file, one entry per candidate; `
     python scripts/smollm_candidates.py candidates [--only NAME ...] [--n 48] [--samples 2]
     python scripts/smollm_candidates.py throughput      # generate tokens/s at batch 1, 8, 32
     python scripts/smollm_candidates.py step            # forward+backward of 8x128 tokens, fp32
+    python scripts/smollm_candidates.py sft-probe       # a few SFT steps, then add-2x30-math again
     python scripts/smollm_candidates.py table           # markdown of everything recorded
 
 Single-threaded by default (--threads), as on the project's shared CPU machines; each figure is
@@ -253,6 +254,58 @@ def cmd_step(args, tok, model):
     write_results(res)
 
 
+def cmd_sft_probe(args, tok, model):
+    """Is a short SFT warm start enough? A few AdamW steps on train-split worked answers, then the candidate again.
+
+    A probe, not the project's warm-start stage: completion-only cross-entropy on
+    "a + b = c\n\\boxed{c}" for the candidate's own prompt, ``--steps`` steps of ``--batch`` examples.
+    """
+    import random
+
+    import torch
+    from fpa.prompting import PromptFormat
+
+    c = BY_NAME[args.only[0] if args.only else "add-2x30-math"]
+    task = c.build_task()
+    train = task.problems("train", args.steps * args.batch, seed=0)
+    fmt = PromptFormat(template=c.template, use_chat_template=True, system=c.system)
+
+    def target(p):
+        spaced = p.question.replace("+", " + ").replace("-", " - ")
+        return f"{spaced} = {p.answer}\n\\boxed{{{p.answer}}}<|im_end|>"
+
+    model.requires_grad_(True).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    random.Random(0).shuffle(train)
+    load_before, start, losses = load_avg(), time.perf_counter(), []
+    for step in range(args.steps):
+        batch = train[step * args.batch:(step + 1) * args.batch]
+        rows = []
+        for p in batch:
+            prompt_ids = tok(fmt(p.question, tok), add_special_tokens=False).input_ids
+            comp_ids = tok(target(p), add_special_tokens=False).input_ids
+            rows.append((prompt_ids + comp_ids, [-100] * len(prompt_ids) + comp_ids))
+        width = max(len(r[0]) for r in rows)
+        ids = torch.tensor([r[0] + [tok.pad_token_id] * (width - len(r[0])) for r in rows])
+        labels = torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows])
+        mask = torch.tensor([[1] * len(r[0]) + [0] * (width - len(r[0])) for r in rows])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 3))
+        print(f"sft step {step}: loss {loss.item():.3f} ({width} tokens wide)", flush=True)
+    train_s = time.perf_counter() - start
+    model.eval().requires_grad_(False)
+    entry = run_candidate(c, tok, model, args.n, args.samples, args.temperature, args.batch_size)
+    entry["note"] = (f"{c.note}; AFTER an SFT probe: {args.steps} AdamW steps x {args.batch} train problems, "
+                     f"lr {args.lr}, target 'a + b = c⏎\\boxed{{c}}' ({train_s:.0f}s, load {load_before})")
+    entry["sft"] = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "losses": losses, "seconds": train_s}
+    res = read_results()
+    res["candidates"][f"{c.name}+sft{args.steps}"] = entry
+    write_results(res)
+
+
 def _short(text: str, n: int = 90) -> str:
     text = text.replace("\n", "⏎").replace("|", "\\|")
     return text if len(text) <= n else text[:n - 1] + "…"
@@ -291,7 +344,7 @@ def cmd_table(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["candidates", "throughput", "step", "table"])
+    ap.add_argument("command", choices=["candidates", "throughput", "step", "sft-probe", "table"])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="converted model directory (made if absent)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="*", choices=sorted(BY_NAME))
@@ -305,12 +358,14 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=24, help="sft-probe: AdamW steps")
+    ap.add_argument("--lr", type=float, default=3e-5, help="sft-probe: learning rate")
     args = ap.parse_args(argv)
     if args.command == "table":
         return cmd_table(args)
     setup(args.threads)
     tok, model = load(model_dir(args.model))
-    {"candidates": cmd_candidates, "throughput": cmd_throughput, "step": cmd_step}[args.command](args, tok, model)
+    {"candidates": cmd_candidates, "throughput": cmd_throughput, "step": cmd_step, "sft-probe": cmd_sft_probe}[args.command](args, tok, model)
 
 
 if __name__ == "__main__":
