@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fpa.config.keys import stage_key
+from fpa.data.shards import ShardDirectory
 from fpa.generation.backends import load_backend
 from fpa.generation.trajectories import SamplingSettings, write_trajectory_set
 from fpa.models.loading import load_tokenizer
@@ -48,12 +49,20 @@ def generate_to(model_path: str, inputs: dict, out: Path, dtype: str = "float32"
                                 settings=g, model_name=str(model_path), identity=identity(inputs), progress=progress)
 
 
+def _reusable(out: Path) -> bool:
+    """A finished cache entry whose every shard still matches its checksum."""
+    if not (out / "stage.json").exists():
+        return False
+    shards = ShardDirectory(out)
+    return shards.complete and not shards.verify()
+
+
 def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, dtype: str = "float32"
                           ) -> tuple[Path, str]:
     """(trajectory shard directory, cache key) for fpa-train."""
     key = stage_key("trajectories", VERSION, **inputs)
     out = Path(cache_dir) / "trajectories" / key
-    if not (out / "stage.json").exists():
+    if not _reusable(out):  # not built yet, or a shard was truncated or modified since: resume it
         generate_to(model_path, inputs, out, dtype)
         write_marker(out, "trajectories", key, inputs)  # the manifest alone also says "complete"
     return out, key
