@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from fpa.data.records import load_trajectories
 from fpa.data.shards import CorruptShardError, ShardDirectory
+from fpa.stages import locks
+from test_locks import dead_pid
 from test_generation import SETTINGS, DiesAfter, Killed, task_setup, tiny, whole, write  # noqa: F401 (fixtures)
 
 GOOD = {"problem_id": "p1", "prompt": "1+2\n", "completion": "1+2=3\n#### 3", "reward": 1.0}
@@ -108,15 +112,22 @@ def test_fpa_train_regenerates_a_truncated_shard_of_its_cached_set(tmp_path, tin
     _, key = model_to_sample(parts, tiny)
     inputs = sample.trajectory_inputs(key, parts.task, parts.model.prompt, parts.generate, parts.sft_skip,
                                       parts.data_seed)
-    path, _ = sample.generate_trajectories(tiny, inputs, parts.cache_dir)
-    assert (path / "stage.json").exists()
+    key = sample.stage_key("trajectories", sample.VERSION, **inputs)
+    lock = locks.lock_for(parts.cache_dir / "trajectories" / key)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": locks.HOST, "pid": dead_pid(), "started": 0, "heartbeat": 0, "token": "x"}))
+    path, _ = sample.generate_trajectories(tiny, inputs, parts.cache_dir)  # a stale lock: taken over
+    assert (path / "stage.json").exists() and not lock.exists()
     before, expected = snapshot(path), load_trajectories(path)[0]
     bad = path / ShardDirectory(path).shard_name(0)
     truncate(bad)
     capsys.readouterr()
 
+    holder = locks.try_acquire(lock)  # another live writer of the set: waited for, not resumed into
+    threading.Timer(1.5, holder.release).start()
     again, _ = sample.generate_trajectories(tiny, inputs, parts.cache_dir)  # the marker exists: still verified
     assert again == path
-    assert regenerated_lines(capsys.readouterr().out) == [
-        f"fpa: {bad}: checksum mismatch (truncated or modified); regenerating shard 0"]
+    out = capsys.readouterr().out
+    assert f"fpa: waiting for {lock}: held by pid {os.getpid()}" in out
+    assert regenerated_lines(out) == [f"fpa: {bad}: checksum mismatch (truncated or modified); regenerating shard 0"]
     assert snapshot(path) == before and load_trajectories(path)[0] == expected
