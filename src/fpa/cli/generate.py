@@ -5,9 +5,11 @@
     fpa-generate model_path=outputs/runs/X/policy generate.k=16 generate.temperature=0.8 out_dir=trajs
     fpa-generate experiment=qwen2.5-math-1.5b              # a real model on a GPU (vLLM)
 
-Started again with the same settings, it skips the shards already written. The output directory
-holds ``train-*.parquet`` shards (``datasets.load_dataset("parquet", data_dir=out_dir)``), a
-``manifest.json``, ``stats.json`` (per-problem accuracy, pair yield, lengths, tokens/s) and
+Started again with the same settings, it skips the shards already written (and writes again one
+truncated or modified since, saying so); a second fpa-generate of the same set waits for the first
+(``<out_dir>.lock``). The output directory holds ``train-*.parquet`` shards
+(``datasets.load_dataset("parquet", data_dir=out_dir)``), a ``manifest.json`` (with each shard's
+size and SHA-256), ``stats.json`` (per-problem accuracy, pair yield, lengths, tokens/s) and
 ``lengths.png``.
 """
 

@@ -18,10 +18,12 @@ from typing import Any, Iterator
 import datasets
 import pyarrow.parquet as pq
 
-# The trajectory record and manifest layout. Bump it when fields are added or change meaning (shard
-# checksums, sampled token ids, behaviour / reference log-probs), and teach fpa.data.shards.migrate
-# the step from the version before. Version 1: the fields below; sets written before versioning
-# (no version recorded) have exactly these and are migrated by recording the number.
+# The trajectory record and manifest layout. Bump it when fields are added or change meaning (sampled
+# token ids, behaviour / reference log-probs), and teach fpa.data.shards.migrate the step from the
+# version before. Version 1: the fields below; sets written before versioning (no version recorded)
+# have exactly these and are migrated by recording the number. A shard's manifest entry may carry
+# `bytes` and `sha256` (optional: entries without them are checked by row count), so adding them
+# needed no bump: older readers ignore them, and older sets are still read.
 SCHEMA_VERSION = 1
 
 # field -> accepted Python types; every trajectory record carries these.
@@ -175,7 +177,11 @@ def _validated(files: list[Path], check, skip_invalid: bool) -> tuple[list[dict[
 
 
 def trajectory_files(path: str | Path) -> list[Path]:
-    """The files of a trajectory set: the file itself, or a shard directory's finished shards in order."""
+    """The files of a trajectory set: the file itself, or a shard directory's finished shards in order.
+
+    A shard directory's recorded shards are verified against the manifest first (size and SHA-256):
+    a bad one raises :class:`fpa.data.shards.CorruptShardError`.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"trajectory file not found: {path}")
@@ -185,6 +191,7 @@ def trajectory_files(path: str | Path) -> list[Path]:
 
     shards = ShardDirectory(path)
     if shards.manifest_path.exists():
+        shards.check()  # a truncated or modified shard: one line naming it, not pyarrow's traceback
         return shards.finished_files()
     files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".jsonl") and not p.name.startswith("."))
     if not files:

@@ -11,18 +11,57 @@ Every shard is written to a hidden temporary file and renamed into place, then r
 manifest, which is itself replaced atomically. A writer killed at any point leaves finished shards
 intact; a shard written but not yet recorded is simply produced again (deterministically, so
 identically) on resume. The manifest's ``config`` guards against resuming with other settings.
+
+Each recorded shard carries its size, SHA-256 and row count: :meth:`ShardDirectory.verify` finds a
+shard truncated or modified after it was written (sets from before checksums are checked by the
+row count in the Parquet footer), so a resume regenerates it and a reader refuses it in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 
 from fpa.data.records import SCHEMA_VERSION, TRAJECTORY_FEATURES, check_schema_version, save_trajectories
+from fpa.guards import FPAError
+
+
+class CorruptShardError(FPAError, ValueError):
+    """A recorded shard whose file no longer matches its manifest entry (the set is refused as a whole)."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_problem(path: Path, info: dict[str, Any]) -> str | None:
+    """Why the shard file at ``path`` does not match its manifest entry ``info``; None when it does.
+
+    Entries from before checksums (no ``sha256``) are checked by the row count in the Parquet footer.
+    """
+    if not path.exists():
+        return "missing"
+    if "sha256" in info:
+        if path.stat().st_size != info.get("bytes", path.stat().st_size) or file_sha256(path) != info["sha256"]:
+            return "checksum mismatch (truncated or modified)"
+        return None
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception:  # pyarrow raises ArrowInvalid / OSError for a cut or overwritten footer
+        return "not a readable Parquet file (truncated or modified)"
+    if "n_records" in info and rows != info["n_records"]:
+        return f"{rows} rows, the manifest recorded {info['n_records']} (truncated or modified)"
+    return None
 
 
 def migrate(manifest: dict[str, Any], root: Path) -> bool:
@@ -86,6 +125,28 @@ class ShardDirectory:
         return {int(i): info for i, info in self.manifest["finished"].items()
                 if (self.root / info["file"]).exists()}
 
+    def verify(self) -> dict[int, str]:
+        """Recorded shard index -> what is wrong with its file (missing, truncated, modified); {} if all match."""
+        problems = {int(i): shard_problem(self.root / info["file"], info)
+                    for i, info in self.manifest["finished"].items()}
+        return {i: p for i, p in sorted(problems.items()) if p is not None}
+
+    def check(self) -> None:
+        """Raise :class:`CorruptShardError` naming every recorded shard whose file does not match the manifest."""
+        bad = self.verify()
+        if bad:
+            files = "; ".join(f"{self.root / self.manifest['finished'][str(i)]['file']}: {p}" for i, p in bad.items())
+            raise CorruptShardError(f"{files}; rerun fpa-generate with the same settings (or fpa-train, for a set in "
+                                    f"its cache) to regenerate {'it' if len(bad) == 1 else 'them'}")
+
+    def drop(self, index: int) -> None:
+        """Forget shard ``index`` (its file too), so a resume writes it again; the set is no longer complete."""
+        info = self.manifest["finished"].pop(str(index), None)
+        if info is not None:
+            (self.root / info["file"]).unlink(missing_ok=True)
+        self.manifest["complete"] = False
+        _write_json_atomic(self.manifest_path, self.manifest)
+
     def finished_files(self) -> list[Path]:
         return [self.root / info["file"] for _, info in sorted(self.finished().items())]
 
@@ -100,7 +161,8 @@ class ShardDirectory:
         if not 0 <= index < self.manifest["n_shards"]:
             raise IndexError(f"shard {index} out of range 0..{self.manifest['n_shards'] - 1}")
         path = save_trajectories(records, self.root / self.shard_name(index), features=features)
-        self.manifest["finished"][str(index)] = {"file": path.name, "n_records": len(records), **(info or {})}
+        self.manifest["finished"][str(index)] = {"file": path.name, "n_records": len(records), **(info or {}),
+                                                 "bytes": path.stat().st_size, "sha256": file_sha256(path)}
         _write_json_atomic(self.manifest_path, self.manifest)
         return path
 

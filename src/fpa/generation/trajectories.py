@@ -3,7 +3,8 @@
 Problems are cut into shards of ``shard_size`` problems. Shard i is sampled with its own seed,
 ``shard_seed(seed, i)``, so its samples do not depend on which shards ran before it: a run that
 was killed and started again writes exactly what an uninterrupted run writes, and skips every
-shard already in the manifest.
+shard already in the manifest whose file still matches its checksum; a shard truncated or modified
+since is dropped and written again (identically, having its own seed), with one line saying so.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def write_trajectory_set(out_dir: str | Path, *, problems: list[Problem], prompt
     n_shards = max(1, math.ceil(len(problems) / settings.shard_size))
     manifest_config = {**identity, "sampling": settings.sampling_identity(), "n_problems": len(problems)}
     shards = ShardDirectory(out).open(manifest_config, n_shards)
+    for i, problem in shards.verify().items():  # truncated or modified since it was written: write it again
+        print(f"fpa: {out / shards.manifest['finished'][str(i)]['file']}: {problem}; regenerating shard {i}",
+              flush=True)
+        shards.drop(i)
     todo = [i for i in range(n_shards) if i not in shards.finished()]
     generator = load_generator() if todo else None
     bar = tqdm(total=n_shards, initial=n_shards - len(todo), desc=f"shards → {out.name}", unit="shard",

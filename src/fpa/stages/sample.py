@@ -3,6 +3,8 @@
 fpa-train and fpa-generate both come through :func:`generate_to`, so they write the same
 resumable shard directory (see :mod:`fpa.generation.trajectories`). Within fpa-train the set
 lives at ``<cache_dir>/trajectories/<key>``: a run killed mid-stage resumes it shard by shard.
+Writing holds ``<key>.lock`` (:mod:`fpa.stages.locks`), so a second process never resumes into a
+set a live process is writing: it waits, then reuses the finished set.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fpa.config.keys import stage_key
+from fpa.data.shards import ShardDirectory
 from fpa.generation.backends import load_backend
 from fpa.generation.trajectories import SamplingSettings, write_trajectory_set
 from fpa.models.loading import load_tokenizer
 from fpa.prompting import PromptFormat
+from fpa.stages import locks
 from fpa.stages.cache import write_marker
 
 VERSION = "1"
@@ -32,7 +36,15 @@ def trajectory_inputs(model_key: str, task, prompt: PromptFormat, generate: Samp
 
 
 def generate_to(model_path: str, inputs: dict, out: Path, dtype: str = "float32", progress: bool = True) -> dict:
-    """Write (or finish) the trajectory set of ``model_path`` into ``out``; returns its stats report."""
+    """Write (or finish) the trajectory set of ``model_path`` into ``out``; returns its stats report.
+
+    Holds ``<out>.lock`` meanwhile: a second process writing the same set waits, then finds it done.
+    """
+    with locks.held(locks.lock_for(out)):
+        return _write(model_path, inputs, Path(out), dtype, progress)
+
+
+def _write(model_path: str, inputs: dict, out: Path, dtype: str, progress: bool = True) -> dict:
     from fpa.config.keys import identity
 
     task, prompt, g = inputs["task"], inputs["prompt"], inputs["generate"]
@@ -48,12 +60,23 @@ def generate_to(model_path: str, inputs: dict, out: Path, dtype: str = "float32"
                                 settings=g, model_name=str(model_path), identity=identity(inputs), progress=progress)
 
 
+def _reusable(out: Path) -> bool:
+    """A finished cache entry whose every shard still matches its checksum."""
+    if not (out / "stage.json").exists():
+        return False
+    shards = ShardDirectory(out)
+    return shards.complete and not shards.verify()
+
+
 def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, dtype: str = "float32"
                           ) -> tuple[Path, str]:
     """(trajectory shard directory, cache key) for fpa-train."""
     key = stage_key("trajectories", VERSION, **inputs)
     out = Path(cache_dir) / "trajectories" / key
-    if not (out / "stage.json").exists():
-        generate_to(model_path, inputs, out, dtype)
-        write_marker(out, "trajectories", key, inputs)  # the manifest alone also says "complete"
+    if _reusable(out):
+        return out, key
+    with locks.held(locks.lock_for(out)):  # the set is written in place: one writer, the others wait
+        if not _reusable(out):  # not built yet, or a shard was truncated or modified since: resume it
+            _write(model_path, inputs, out, dtype)
+            write_marker(out, "trajectories", key, inputs)  # the manifest alone also says "complete"
     return out, key
