@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
