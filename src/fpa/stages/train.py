@@ -6,7 +6,9 @@
   examples at every step (:mod:`fpa.resume`).
 - ``<run_dir>/checkpoints/last.ckpt`` is written every ``callbacks.checkpoint.every_n_train_steps`` steps (atomically;
   a directory of shards under ``trainer=fsdp``). With ``train.resume=auto`` a run whose run dir
-  already has one resumes from it exactly: data position, optimizer, scheduler and RNG.
+  already has one resumes from it exactly: data position, optimizer, scheduler and RNG, if it was
+  made with the same result-changing settings (:mod:`fpa.checkpoint_config`; else
+  ``train.resume_override=true``).
 - A NaN/inf loss stops the run (:class:`fpa.guards.NonFiniteLossError`) before the step is taken;
   a GPU out-of-memory error becomes :class:`fpa.guards.OutOfMemoryHint`.
 """
