@@ -115,3 +115,30 @@ def test_sharded_batches_union_is_the_single_process_order(n, batch, ranks):
         assert sum((p[k] for p in per_rank), []) == whole
     shards[0].start = 1
     assert list(shards[0]) == per_rank[0][1:]
+
+
+def test_resuming_with_other_settings_is_refused_naming_the_keys(smoke_cfg, inputs, tmp_path):
+    from fpa.guards import CheckpointError
+
+    run = tmp_path / "changed"
+    with pytest.raises(Killed):
+        _run(smoke_cfg, inputs, run, Recorder(kill_at=3))
+    model, traj = inputs
+    base = ["callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false", "data.batch_size=5", "data.max_length=32",
+            "train.max_steps=9", "scheduler.warmup_steps=2", "scheduler.min_lr_ratio=0.1",
+            "callbacks.checkpoint.every_n_train_steps=2", "train.log_every_n_steps=1"]
+    changed = train_parts(smoke_cfg(*base, "optimizer.lr=1e-2"))
+    lr = train_parts(smoke_cfg(*base)).optimizer.lr
+    with pytest.raises(CheckpointError, match=rf"optimizer.lr {lr!r} → 0.01; set train.resume_override=true"):
+        train_policy(changed, str(model), traj, run, [])
+    # Only the result matters: a different checkpoint interval or log cadence resumes.
+    steps = Recorder()
+    _run(smoke_cfg, inputs, run, steps, log_every_n_steps=3)
+    assert min(steps.steps) == 2
+    # And resume_override=true resumes anyway.
+    with pytest.raises(Killed):
+        _run(smoke_cfg, inputs, tmp_path / "again", Recorder(kill_at=3))
+    forced = Recorder()
+    train_policy(train_parts(smoke_cfg(*base, "optimizer.lr=1e-2", "train.resume_override=true")), str(model), traj,
+                 tmp_path / "again", [], callbacks=[forced])
+    assert min(forced.steps) == 2

@@ -5,6 +5,8 @@
   good checkpoint (the step is never taken, so no checkpoint holds the bad state).
 - :class:`OutOfMemoryHint`: a GPU ran out of memory; names the knobs that lower memory.
 - :class:`UnsafeFileError`: a checkpoint or cache file holds more than tensors and plain containers.
+- :class:`CheckpointError`: a checkpoint cannot be read, or was made with other settings.
+- :class:`InputError`: an input file or data set cannot give what the run needs (no training examples).
 
 All derive from :class:`FPAError`; an entry point prints ``str(error)`` and exits non-zero.
 """
@@ -39,6 +41,14 @@ class OutOfMemoryHint(FPAError, MemoryError):
 
 
 class UnsafeFileError(FPAError, RuntimeError):
+    pass
+
+
+class CheckpointError(FPAError, RuntimeError):
+    pass
+
+
+class InputError(FPAError, ValueError):
     pass
 
 

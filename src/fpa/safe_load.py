@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from fpa.guards import UnsafeFileError
+from fpa.guards import CheckpointError, UnsafeFileError
 
 # Lightning's own name for the non-tensor part of a sharded checkpoint (lightning.fabric.utilities.load).
 SHARDED_META = "meta.pt"
@@ -68,12 +68,24 @@ def torch_load(path: str | Path, map_location: str | torch.device = "cpu", mmap:
                               f"containers, which could run code when unpickled ({reason.strip()[:200]})") from e
 
 
-def check_checkpoint(path: str | Path) -> None:
+def check_checkpoint(path: str | Path) -> Any:
     """Refuse (:class:`UnsafeFileError`) a checkpoint that needs arbitrary unpickling; cheap (mmap).
 
-    ``path`` is a Lightning ``.ckpt`` file or a sharded checkpoint directory.
+    ``path`` is a Lightning ``.ckpt`` file or a sharded checkpoint directory. Returns what was read
+    (the checkpoint, tensors memory-mapped; a sharded one's ``meta.pt``, or None). An empty,
+    truncated or foreign file is a :class:`CheckpointError` naming it.
     """
-    p = Path(path)
+    try:
+        return _check_checkpoint(Path(path))
+    except (UnsafeFileError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's message for a truncated file is about mmap / zip internals
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first}); it may have "
+                              "been cut short: delete it, or set train.resume=never to start over") from e
+
+
+def _check_checkpoint(p: Path) -> Any:
     if p.is_dir():
         meta = p / ".metadata"
         if meta.exists():
@@ -82,8 +94,11 @@ def check_checkpoint(path: str | Path) -> None:
             except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError) as e:
                 raise UnsafeFileError(f"refusing to load {meta}: not plain checkpoint metadata ({e})") from e
         if (p / SHARDED_META).exists():
-            torch_load(p / SHARDED_META)
-        return
+            return torch_load(p / SHARDED_META)
+        return None
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    torch_load(p, mmap=True)
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: an empty file, not a checkpoint (the run was killed while writing it?); "
+                              "delete it, or set train.resume=never to start over")
+    return torch_load(p, mmap=True)

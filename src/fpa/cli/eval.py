@@ -27,8 +27,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fpa.cli.app import hydra_app
-from fpa.guards import ConfigError, FPAError
+from fpa.cli.app import expected_errors, hydra_app, one_line
+from fpa.guards import ConfigError
 from fpa.models.loading import load_tokenizer
 
 
@@ -129,8 +129,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg, cfg.out_dir or HydraConfig.get().runtime.output_dir)
-    except FPAError as err:
-        raise SystemExit(f"fpa-eval: {err}") from None
+    except expected_errors() as err:
+        raise one_line("fpa-eval", err) from None
 
 
 if __name__ == "__main__":

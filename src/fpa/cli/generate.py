@@ -19,10 +19,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fpa.cli.app import hydra_app
+from fpa.cli.app import expected_errors, hydra_app, one_line
 from fpa.config.keys import stage_key
 from fpa.config.parts import TrainParts, train_parts
-from fpa.guards import ConfigError, FPAError
+from fpa.guards import ConfigError
 from fpa.models.spec import check_input_path
 from fpa.stages.sample import VERSION, generate_to, trajectory_inputs
 
@@ -50,6 +50,8 @@ def run(cfg: DictConfig) -> tuple[Path, dict]:
     inputs = trajectory_inputs(model_key, parts.task, parts.model.prompt, parts.generate, skip, parts.data_seed)
     out = Path(cfg.out_dir) if cfg.out_dir else parts.cache_dir / "trajectories" / stage_key("trajectories", VERSION,
                                                                                               **inputs)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir: {out} is a file, not a directory; choose another out_dir=<directory>")
     report = generate_to(model_path, inputs, out, parts.model.dtype, progress=bool(cfg.progress))
     print(f"trajectories: {out}\n  {report['n_trajectories']} samples of {report['n_problems']} problems, "
           f"accuracy {report['accuracy']:.3f}, share with pairs {report['share_problems_with_pairs']:.3f}, "
@@ -61,8 +63,8 @@ def run(cfg: DictConfig) -> tuple[Path, dict]:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except FPAError as err:
-        raise SystemExit(f"fpa-generate: {err}") from None
+    except expected_errors() as err:
+        raise one_line("fpa-generate", err) from None
 
 
 if __name__ == "__main__":

@@ -14,15 +14,17 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fpa.cli.app import hydra_app
+from fpa.cli.app import expected_errors, hydra_app, one_line
+from fpa.config.identity import differences, result_config
 from fpa.config.keys import stage_key
 from fpa.config.parts import TrainParts, train_parts
 from fpa.guards import FPAError
+from fpa.run_status import describe_owner, heartbeat, read_status, state, write_status
 from fpa.reporting.labels import method_label, objective_name
 from fpa.stages.evaluate import evaluate_model
 from fpa.stages.prepare import base_model
 from fpa.stages.sample import generate_trajectories, trajectory_inputs
-from fpa.stages.train import is_global_zero, train_policy
+from fpa.stages.train import is_global_zero, resume_checkpoint, train_policy
 from fpa.stages.warm_start import warm_start
 
 
@@ -50,12 +52,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume_checkpoint(parts, run_dir)  # a bad or mismatched checkpoint fails now, not after the stages before train
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         timings[name] = round(time.perf_counter() - start, 1)
+        heartbeat(run_dir)
         return result
 
     reference, ref_key = reference_model(parts, timings)
@@ -100,23 +104,51 @@ def print_table(results: dict) -> None:
     print("stage seconds:", results["stage_seconds"])
 
 
-def write_status(run_dir: Path, status: str, **extra) -> None:
-    """``status.json``: running / finished / failed, so reports list failed and unfinished runs."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2, default=str))
+def previous_run(parts: TrainParts, run_dir: Path) -> float | None:
+    """What a rerun in ``run_dir`` does (README, Resuming): ``None`` to (re)start or resume training.
+
+    A run whose process is alive is refused with one line naming it. A finished run is not trained
+    again: its results are printed and its pass@1 returned, unless ``train.resume=never``; one that
+    finished with other result-changing settings is refused, naming them.
+    """
+    status = read_status(run_dir)
+    now = state(status)
+    if now == "running":
+        raise FPAError(f"{run_dir} belongs to a run that is still alive ({describe_owner(status)}); wait for it, "
+                       "stop it, or set hydra.run.dir=<another directory>")
+    results_file = run_dir / "results.json"
+    if now != "finished" or parts.train.resume == "never" or not results_file.exists():
+        return None
+    changed = differences(status["settings"], parts.config) if isinstance(status.get("settings"), dict) else []
+    if changed:
+        raise FPAError(f"{run_dir} finished with other settings: {', '.join(changed[:8])}; set train.resume=never "
+                       "to train again with these, or hydra.run.dir=<another directory>")
+    results = json.loads(results_file.read_text())
+    print(f"fpa-train: {run_dir} already finished; results: {results_file} (set train.resume=never to "
+          "train again from step 0)")
+    print_table(results)
+    return float(results["policy"]["pass@1"])
 
 
 @hydra_app("train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the policy's held-out pass@1: the value Hydra sweepers (Optuna) optimise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_status(run_dir, "running")
     try:
-        results = run(cfg, run_dir)
+        parts = train_parts(cfg)  # every node built and checked: one clear line per problem, before any model loads
+        done = previous_run(parts, run_dir)
+    except expected_errors() as err:
+        raise one_line("fpa-train", err) from None
+    if done is not None:
+        return done
+    write_status(run_dir, "running", settings=result_config(parts.config))
+    try:
+        results = run_parts(parts, run_dir, HydraConfig.get().runtime.choices.get("objective"))
     except BaseException as err:
-        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
-        if isinstance(err, FPAError):
-            raise SystemExit(f"fpa-train: {err}") from None
+        interrupted = isinstance(err, KeyboardInterrupt)
+        write_status(run_dir, "interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}")
+        if isinstance(err, expected_errors()):
+            raise one_line("fpa-train", err) from None
         raise
     write_status(run_dir, "finished")
     return results["policy"]["pass@1"] if results else None

@@ -105,8 +105,13 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.train_set = [e for e in fitted if e is not None]
         self.n_dropped = len(fitted) - len(self.train_set)
         if not self.train_set:
-            raise ValueError(f"no training examples of kind {self.kind!r} "
-                             f"({len(self.raw_examples)} built, {self.n_dropped} over max_length={self.max_length})")
+            from fpa.guards import InputError
+
+            raise InputError(f"no training examples of kind {self.kind!r} ({len(self.raw_examples)} built from the "
+                             f"trajectories, {self.n_dropped} over data.max_length={self.max_length}): the "
+                             "trajectories give none (e.g. no problem has both a right and a wrong sample); "
+                             "raise generate.k or generate.n_problems, raise data.max_length, or choose an "
+                             "objective that trains on single rows (objective=rft)")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=SeededShuffle(len(self.train_set),

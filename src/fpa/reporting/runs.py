@@ -16,12 +16,13 @@ import pandas as pd
 import yaml
 
 from fpa.reporting.labels import method_label, objective_name
+from fpa.run_status import state as run_state
 
 
 @dataclass
 class Run:
     path: Path
-    status: str  # finished | failed | unfinished
+    status: str  # finished | failed | running | interrupted (fpa.run_status.state)
     config: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] | None = None
     error: str | None = None
@@ -91,10 +92,9 @@ def load_run(path: Path) -> Run:
     results = json.loads(results_file.read_text()) if results_file.exists() else None
     if results is not None and status.get("status", "finished") == "finished":
         state = "finished"
-    elif status.get("status") == "failed":
-        state = "failed"
-    else:
-        state = "unfinished"  # started and never reported an end: killed, or still running
+    else:  # a "running" status is judged by its host, pid and heartbeat: alive, or killed
+        state = run_state(status)
+        state = "interrupted" if state in ("new", "finished") else state  # no status, or finished without results
     return Run(path=path, status=state, config=config or status.get("config", {}), results=results,
                error=status.get("error"), metrics=read_metrics(path), choices=choices)
 

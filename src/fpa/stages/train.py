@@ -6,7 +6,9 @@
   examples at every step (:mod:`fpa.resume`).
 - ``<run_dir>/checkpoints/last.ckpt`` is written every ``callbacks.checkpoint.every_n_train_steps`` steps (atomically;
   a directory of shards under ``trainer=fsdp``). With ``train.resume=auto`` a run whose run dir
-  already has one resumes from it exactly: data position, optimizer, scheduler and RNG.
+  already has one resumes from it exactly: data position, optimizer, scheduler and RNG, if it was
+  made with the same result-changing settings (:mod:`fpa.checkpoint_config`; else
+  ``train.resume_override=true``).
 - A NaN/inf loss stops the run (:class:`fpa.guards.NonFiniteLossError`) before the step is taken;
   a GPU out-of-memory error becomes :class:`fpa.guards.OutOfMemoryHint`.
 """
@@ -20,12 +22,14 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
+from fpa.checkpoint_config import RecordConfig
 from fpa.config import checks
 from fpa.data.records import load_trajectories
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
 from fpa.module import OfflineRLModule
 from fpa.resume import find_last
+from fpa.run_status import Heartbeat
 from fpa.safe_load import check_checkpoint
 
 if TYPE_CHECKING:
@@ -41,10 +45,13 @@ class TrainSettings:
     max_steps: int = 200
     resume: str | bool | None = "auto"  # auto | never | must | a checkpoint path or run directory
     log_every_n_steps: int = 5
+    resume_override: bool = False  # resume even if the checkpoint was made with other settings
 
     def __post_init__(self) -> None:
         checks.number("max_steps", self.max_steps, 0, integer=True)
         checks.number("log_every_n_steps", self.log_every_n_steps, 1, integer=True)
+        if not isinstance(self.resume_override, bool):
+            raise ConfigError(f"resume_override: must be true or false, got {self.resume_override!r}")
         if isinstance(self.resume, str) and self.resume not in RESUME_CHOICES:
             from fpa.models.spec import check_input_path
 
@@ -71,6 +78,24 @@ def resolve_resume(run_dir: Path, resume) -> Path | None:
         raise ConfigError(f"train.resume={resume}: no such checkpoint (choices: {', '.join(RESUME_CHOICES)}, "
                           "a .ckpt path or a run directory)")
     return path
+
+
+def resume_checkpoint(parts: TrainParts, run_dir: Path) -> Path | None:
+    """The checkpoint this run resumes from, checked: safe and readable, made with the same settings.
+
+    Cheap (the checkpoint is memory-mapped), so the entry point calls it before any stage runs.
+    A difference in a result-changing setting is refused unless ``train.resume_override=true``.
+    """
+    from fpa.checkpoint_config import check_resume_config
+
+    ckpt_path = resolve_resume(run_dir, parts.train.resume)
+    if ckpt_path is None:
+        return None
+    saved = check_checkpoint(ckpt_path)  # refuse a checkpoint that would unpickle arbitrary objects
+    changed = check_resume_config(saved, parts.config, ckpt_path, parts.train.resume_override)
+    if changed:
+        print(f"fpa-train: train.resume_override=true: resuming {ckpt_path} despite {', '.join(changed)}")
+    return ckpt_path
 
 
 def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Path) -> Path:
@@ -100,16 +125,16 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     """Train the policy from ``reference`` on ``trajectories``; returns the saved policy directory."""
     run_dir = Path(run_dir)
     t, d, objective = parts.train, parts.data, parts.objective
-    ckpt_path = resolve_resume(run_dir, t.resume)
-    if ckpt_path is not None:
-        check_checkpoint(ckpt_path)  # refuse a checkpoint that would unpickle arbitrary objects
+    ckpt_path = resume_checkpoint(parts, run_dir)
     L.seed_everything(parts.seed, verbose=False)
     trust = parts.model.trust_remote_code
     tok = load_tokenizer(reference, trust_remote_code=trust)
     records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
     if skipped:
         print(f"fpa-train: skipped {skipped} invalid trajectory records in {trajectories}")
-    trainer = parts.trainer(t.max_steps, run_dir, loggers=loggers, callbacks=[*parts.callbacks, *(callbacks or [])],
+    own = [RecordConfig(parts.config), Heartbeat(run_dir)]
+    trainer = parts.trainer(t.max_steps, run_dir, loggers=loggers,
+                            callbacks=[*parts.callbacks, *own, *(callbacks or [])],
                             log_every_n_steps=t.log_every_n_steps, enable_checkpointing=True,
                             use_distributed_sampler=False)
     micro, accumulate = d.layout(trainer.num_devices * trainer.num_nodes)

@@ -164,7 +164,9 @@ def load_rows(path: str, config: str | None, split: str) -> LoadedRows:
         if local.is_file():
             builder = {".csv": "csv", ".tsv": "csv", ".txt": "text"}.get(local.suffix)
             if builder is None:
-                raise ValueError(f"{local}: unsupported file type {local.suffix!r}; "
+                from fpa.guards import InputError
+
+                raise InputError(f"{local}: unsupported file type {local.suffix!r}; "
                                  "use .jsonl, .json, .parquet or .csv")
             ds = datasets.load_dataset(builder, data_files=str(local), split="train")
         else:
