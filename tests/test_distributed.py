@@ -94,7 +94,9 @@ def worker(work: Path) -> None:
     ckpt = work / "fsdp" / "checkpoints" / "last.ckpt"
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         (work / "sharded.json").write_text(json.dumps(sorted(p.name for p in ckpt.iterdir())))
-    _train(work / "fsdp.yaml", model, traj, work / "fsdp", work / "fsdp_losses.json")  # resumes at step 4
+    # resumes at step 4 and extends the run to 5 steps: a settings change that is asked for explicitly
+    _train(work / "fsdp.yaml", model, traj, work / "fsdp", work / "fsdp_losses.json",
+           **{"train.resume_override": True})
 
 
 def _weights(policy_dir: Path) -> dict[str, torch.Tensor]:
