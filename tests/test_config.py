@@ -224,3 +224,17 @@ def test_fpa_report_checks_its_inputs(tmp_path):
     with pytest.raises(ConfigError, match="out: .* is a file"):
         report_check(OmegaConf.create({"runs": str(tmp_path), "out": str(tmp_path / "file")}))
     assert report_check(OmegaConf.create({"runs": [str(tmp_path)], "out": None})) == ([str(tmp_path)], tmp_path)
+
+
+def test_entry_points_set_a_passive_openmp_wait_policy_before_torch_loads():
+    import subprocess
+    import sys
+
+    code = ("import sys, os; import fpa.cli; assert 'torch' not in sys.modules; "
+            "import fpa.cli.train; print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, check=True)
+    assert out.stdout.strip() == "ACTIVE"  # a user's choice is kept
