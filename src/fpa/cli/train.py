@@ -101,7 +101,9 @@ def print_table(results: dict) -> None:
 
 
 def write_status(run_dir: Path, status: str, **extra) -> None:
-    """``status.json``: running / finished / failed, so reports list failed and unfinished runs."""
+    """``status.json``: running / finished / failed, so reports list failed and unfinished runs (rank 0 writes it)."""
+    if not is_global_zero():
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2, default=str))
 
