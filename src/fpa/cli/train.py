@@ -68,7 +68,9 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
                                 parts.model.dtype)
     loggers = parts.make_loggers(run_dir)
     policy = timed("train", train_policy, parts, reference, trajectories, run_dir, loggers)
-    if not is_global_zero():
+    rank0 = is_global_zero()
+    end_process_group()  # rank 0 evaluates alone: its metrics must not wait for ranks that are done
+    if not rank0:
         return {}  # other ranks of a multi-process run: rank 0 evaluates and writes the results
     ev = {"suite": parts.benchmark, "prompt": parts.model.prompt, "generate": parts.generate,
           "dtype": parts.model.dtype}
@@ -85,6 +87,15 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     return results
+
+
+def end_process_group() -> None:
+    """Close a multi-process run's process group (every rank, after training): what follows is rank 0's alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def print_table(results: dict) -> None:
