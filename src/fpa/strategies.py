@@ -18,7 +18,8 @@ How :class:`fpa.module.OfflineRLModule` is sharded (:func:`shard_policy_and_refe
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -94,3 +95,58 @@ def is_sharded(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
+
+
+def full_policy_state(root: nn.Module, policy: nn.Module, cpu_offload: bool) -> dict[str, torch.Tensor]:
+    """The policy's full (gathered) state dict from a sharded ``root``: a collective, every rank calls it.
+
+    ``cpu_offload=True``: on CPU, rank 0 only (the other ranks get an empty dict); else on every rank, on
+    its device. Tied weights (an output layer sharing the embedding) come back under both names; one is kept.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload))
+    own = {n for n, _ in policy.named_parameters()} | {n for n, _ in policy.named_buffers()}
+    return {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.") and k[7:] in own}
+
+
+@contextlib.contextmanager
+def generation_policy(root: nn.Module) -> Iterator[nn.Module]:
+    """The policy of ``root`` (an ``OfflineRLModule``) as a plain model that can ``generate`` on this rank.
+
+    On one device, or under DDP, it is ``root.policy`` itself (put in eval mode for the duration).
+    Under FSDP the policy's parameters are DTensor shards, gathered only inside a forward of the
+    root; ``generate`` calls the policy directly, one forward per token, a different number on each
+    rank. So every rank gathers the full weights once (a collective: every rank must enter this
+    together) into a plain, unsharded copy that generates with no collectives; the copy is freed on
+    exit. Memory: one full copy of the policy per rank while it generates.
+    """
+    policy = root.policy
+    was_training = policy.training
+    if not is_sharded(root):
+        policy.eval()
+        try:
+            yield policy
+        finally:
+            policy.train(was_training)
+        return
+    state = full_policy_state(root, policy, cpu_offload=False)
+    with torch.device("meta"):
+        plain = type(policy)(policy.config)
+    plain.load_state_dict(state, strict=False, assign=True)
+    plain.tie_weights()
+    # Non-persistent buffers (rotary frequencies) are not in a state dict: take the local ones.
+    for name, buf in policy.named_buffers():
+        owner, _, leaf = name.rpartition(".")
+        target = plain.get_submodule(owner) if owner else plain
+        if leaf in target._buffers and target._buffers[leaf] is not None and target._buffers[leaf].is_meta:
+            target._buffers[leaf] = buf.detach().clone()
+    missing = [n for n, p in [*plain.named_parameters(), *plain.named_buffers()] if p.is_meta]
+    if missing:
+        raise RuntimeError(f"generation copy of the policy: no full value for {missing[:5]}")
+    plain.generation_config = policy.generation_config
+    plain.eval()
+    try:
+        yield plain
+    finally:
+        del plain, state

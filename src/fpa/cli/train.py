@@ -72,7 +72,9 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
                                 parts.model.dtype)
     loggers = parts.make_loggers(run_dir)
     policy = timed("train", train_policy, parts, reference, trajectories, run_dir, loggers)
-    if not is_global_zero():
+    rank0 = is_global_zero()
+    end_process_group()  # rank 0 evaluates alone: its metrics must not wait for ranks that are done
+    if not rank0:
         return {}  # other ranks of a multi-process run: rank 0 evaluates and writes the results
     ev = {"suite": parts.benchmark, "prompt": parts.model.prompt, "generate": parts.generate,
           "dtype": parts.model.dtype}
@@ -89,6 +91,15 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     return results
+
+
+def end_process_group() -> None:
+    """Close a multi-process run's process group (every rank, after training): what follows is rank 0's alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def print_table(results: dict) -> None:
@@ -134,23 +145,27 @@ def previous_run(parts: TrainParts, run_dir: Path) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Returns the policy's held-out pass@1: the value Hydra sweepers (Optuna) optimise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    rank0 = is_global_zero()  # the other ranks of a multi-process run follow rank 0's decision
     try:
         parts = train_parts(cfg)  # every node built and checked: one clear line per problem, before any model loads
-        done = previous_run(parts, run_dir)
+        done = previous_run(parts, run_dir) if rank0 else None
     except expected_errors() as err:
         raise one_line("fpa-train", err) from None
     if done is not None:
         return done
-    write_status(run_dir, "running", settings=result_config(parts.config))
+    if rank0:
+        write_status(run_dir, "running", settings=result_config(parts.config))
     try:
         results = run_parts(parts, run_dir, HydraConfig.get().runtime.choices.get("objective"))
     except BaseException as err:
         interrupted = isinstance(err, KeyboardInterrupt)
-        write_status(run_dir, "interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}")
+        if rank0:
+            write_status(run_dir, "interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}")
         if isinstance(err, expected_errors()):
             raise one_line("fpa-train", err) from None
         raise
-    write_status(run_dir, "finished")
+    if rank0:
+        write_status(run_dir, "finished")
     return results["policy"]["pass@1"] if results else None
 
 

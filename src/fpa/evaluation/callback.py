@@ -7,7 +7,9 @@ Each evaluation runs the configured suite on ``pl_module.policy`` through the sa
 
 to every logger of the trainer (directly, so an evaluation is never dropped by
 ``log_every_n_steps``), and puts them in ``trainer.callback_metrics`` for checkpoint monitors.
-Under DDP every rank evaluates its share of the problems and the metrics are reduced across ranks.
+Under DDP and FSDP every rank evaluates its share of the problems and the metrics are reduced across
+ranks; under FSDP each rank generates with a full, unsharded copy of the policy
+(:func:`fpa.strategies.generation_policy`).
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ class BenchmarkEvalCallback(L.Callback):
             self.evaluate(trainer, pl_module)
 
     # -- the evaluation --------------------------------------------------------------------------
-    def sampler(self, pl_module: L.LightningModule):
-        model = pl_module.policy
+    def sampler(self, pl_module: L.LightningModule, model=None):
+        model = pl_module.policy if model is None else model
         if self.make_sampler is not None:
             return self.make_sampler(model, self.tokenizer)
         return HFGenerator(model, self.tokenizer, batch_size=self.batch_size,
@@ -94,9 +96,12 @@ class BenchmarkEvalCallback(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         step = trainer.global_step
         self._last_step = step
-        result = evaluate_suite(self.sampler(pl_module), self.benchmarks, self.prompt, self.settings,
-                                suite=self.suite.name, rank=trainer.global_rank, world_size=trainer.world_size,
-                                device=pl_module.device)
+        from fpa.strategies import generation_policy
+
+        with generation_policy(pl_module) as model:  # every rank together: a full copy under FSDP
+            result = evaluate_suite(self.sampler(pl_module, model), self.benchmarks, self.prompt, self.settings,
+                                    suite=self.suite.name, rank=trainer.global_rank,
+                                    world_size=trainer.world_size, device=pl_module.device)
         self.last_result = result
         metrics = result.flat_metrics(self.prefix)
         for logger in trainer.loggers:

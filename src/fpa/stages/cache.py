@@ -9,12 +9,21 @@ A build holds ``<key>.lock`` (:mod:`fpa.stages.locks`): a second process buildin
 waits for it and then uses the finished entry; a ``.partial`` is removed only by the holder of its
 key's lock, so only when the process that made it is gone (its own key's, or any other key's that
 the next build in the stage finds).
+
+In a multi-process run (torchrun, SLURM, Lightning's launcher) only rank 0 takes the lock, builds
+and renames; the other ranks never compete for the lock: they wait for the finished entry. A
+``collective`` build (one that trains under the multi-process Trainer, so every rank must take
+part) is run by the other ranks too, into rank 0's ``.partial`` once rank 0 holds the lock (they
+write nothing there: rank 0 saves), and they then wait for rank 0 to publish the entry. One caveat:
+a follower rank cannot tell its own rank 0's lock from another job's, so do not start a
+multi-process run while another job builds the same entry (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,11 +34,18 @@ PARTIAL = ".partial"
 
 
 def cached_stage(cache_dir: str | Path, stage: str, key: str, inputs: dict[str, Any],
-                 build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """Return (directory, was_cached); ``build(tmp_dir)`` fills the directory on a miss."""
+                 build: Callable[[Path], None], collective: bool = False) -> tuple[Path, bool]:
+    """Return (directory, was_cached); ``build(tmp_dir)`` fills the directory on a miss.
+
+    ``collective``: every rank of a multi-process run calls ``build`` (rank 0 alone publishes).
+    """
+    from fpa.ranks import is_global_zero
+
     final = Path(cache_dir) / stage / key
     if (final / "stage.json").exists():
         return final, True
+    if not is_global_zero():
+        return follow(final, build if collective else None)
     with locks.held(locks.lock_for(final)):
         if (final / "stage.json").exists():  # built by the process we waited for
             return final, True
@@ -42,6 +58,26 @@ def cached_stage(cache_dir: str | Path, stage: str, key: str, inputs: dict[str, 
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     return final, False
+
+
+def follow(final: Path, build: Callable[[Path], None] | None = None, poll: float | None = None
+           ) -> tuple[Path, bool]:
+    """A rank other than 0: wait for rank 0's entry at ``final``; with ``build``, take part in it first.
+
+    ``build`` is joined once rank 0 holds the key's lock and has made the ``.partial`` (rank 0 then
+    runs the same build: under Lightning's launcher this rank was started from inside it).
+    """
+    lock, tmp, told, joined = locks.lock_for(final), final.with_name(final.name + PARTIAL), False, False
+    while not (final / "stage.json").exists():
+        if build is not None and not joined and lock.exists() and tmp.is_dir():
+            build(tmp)
+            joined = True
+            continue
+        if not told:
+            print(f"fpa: waiting for rank 0 to build {final}", flush=True)
+            told = True
+        time.sleep(locks.POLL_S if poll is None else poll)
+    return final, not joined
 
 
 def clean_orphans(stage_dir: Path, keep: str) -> None:

@@ -4,11 +4,13 @@ fpa-train and fpa-generate both come through :func:`generate_to`, so they write 
 resumable shard directory (see :mod:`fpa.generation.trajectories`). Within fpa-train the set
 lives at ``<cache_dir>/trajectories/<key>``: a run killed mid-stage resumes it shard by shard.
 Writing holds ``<key>.lock`` (:mod:`fpa.stages.locks`), so a second process never resumes into a
-set a live process is writing: it waits, then reuses the finished set.
+set a live process is writing: it waits, then reuses the finished set. In a multi-process run only
+rank 0 writes; the other ranks wait for the finished set.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fpa.config.keys import stage_key
@@ -74,6 +76,16 @@ def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, 
     key = stage_key("trajectories", VERSION, **inputs)
     out = Path(cache_dir) / "trajectories" / key
     if _reusable(out):
+        return out, key
+    from fpa.ranks import is_global_zero
+
+    if not is_global_zero():  # a multi-process run: rank 0 writes the set, the others wait for it
+        told = False
+        while not _reusable(out):
+            if not told:
+                print(f"fpa: waiting for rank 0 to write {out}", flush=True)
+                told = True
+            time.sleep(locks.POLL_S)
         return out, key
     with locks.held(locks.lock_for(out)):  # the set is written in place: one writer, the others wait
         if not _reusable(out):  # not built yet, or a shard was truncated or modified since: resume it

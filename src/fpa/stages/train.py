@@ -28,6 +28,7 @@ from fpa.data.records import load_trajectories
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
 from fpa.module import OfflineRLModule
+from fpa.ranks import is_global_zero  # noqa: F401  (re-exported: fpa.cli.train)
 from fpa.resume import find_last
 from fpa.run_status import Heartbeat
 from fpa.safe_load import check_checkpoint
@@ -100,16 +101,9 @@ def resume_checkpoint(parts: TrainParts, run_dir: Path) -> Path | None:
 
 def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Path) -> Path:
     """``save_pretrained`` the policy from rank 0 (gathering shards first under FSDP); every rank returns ``out``."""
-    from fpa.strategies import is_sharded
+    from fpa.strategies import full_policy_state, is_sharded
 
-    state = None
-    if is_sharded(module):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        # Tied weights (an output layer sharing the embedding) come back under both names; keep one.
-        own = {n for n, _ in module.policy.named_parameters()} | {n for n, _ in module.policy.named_buffers()}
-        state = {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.") and k[7:] in own}
+    state = full_policy_state(module, module.policy, cpu_offload=True) if is_sharded(module) else None
     if trainer.is_global_zero:
         if state is not None:
             module.policy.save_pretrained(out, state_dict=state)
@@ -148,17 +142,3 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
                    gradient_checkpointing=parts.module.gradient_checkpointing, max_length=d.max_length):
         trainer.fit(module, data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     return save_policy(trainer, module, tok, run_dir / "policy")
-
-
-def is_global_zero() -> bool:
-    """Rank 0 of a distributed run (torchrun, SLURM, Lightning's launcher), or a single process."""
-    import os
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    env = os.environ
-    if "RANK" in env:  # torchrun
-        return int(env["RANK"]) == 0
-    if int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env.get("SLURM_PROCID", "0")) == 0
-    return int(env.get("LOCAL_RANK", "0")) == 0 and int(env.get("NODE_RANK", "0")) == 0  # Lightning's launcher

@@ -52,10 +52,18 @@ class AccuracyStop(L.Callback):
             self.check(trainer, pl_module)
 
     def check(self, trainer, pl_module) -> None:
+        from fpa.strategies import generation_policy
+
         step = trainer.global_step
-        gen = HFGenerator(pl_module.policy, self.tokenizer, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                          progress=False)
-        acc = evaluate_benchmark(gen, self.dev, self.prompt, self.greedy).metrics["pass@1"]
+        # Every rank generates its share of the dev problems and the accuracy is reduced over ranks, so
+        # every rank takes the same stop decision (a rank stopping alone would leave the others waiting).
+        with generation_policy(pl_module) as model:
+            gen = HFGenerator(model, self.tokenizer, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                              progress=False)
+            acc = evaluate_benchmark(gen, self.dev, self.prompt, self.greedy, rank=trainer.global_rank,
+                                     world_size=trainer.world_size, device=pl_module.device).metrics["pass@1"]
+        if trainer.world_size > 1:  # the same float everywhere, to the bit: rank 0's
+            acc = float(trainer.strategy.broadcast(acc, src=0))
         self.history.append({"step": step, "dev_accuracy": acc})
         if trainer.training:
             pl_module.log("sft/dev_accuracy", acc, prog_bar=True)
@@ -123,11 +131,15 @@ def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec
                             sft.eval_every, sft.stop_at, sft.max_new_tokens, sft.eval_batch_size)
         fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")], callbacks=[stop])
         fit.fit(module, data)
-        module.policy.save_pretrained(out)
-        tok.save_pretrained(out)
+        from fpa.stages.train import save_policy
+
+        save_policy(fit, module, tok, out)  # rank 0 saves (gathered under FSDP), the others wait
+        if not fit.is_global_zero:
+            return
         report = {"steps": fit.global_step, "dev_accuracy": stop.history[-1]["dev_accuracy"] if stop.history
                   else None, "history": stop.history, "wall_s": time.perf_counter() - start}
         (out / "sft_report.json").write_text(json.dumps(report, indent=2))
 
-    path, _ = cached_stage(cache_dir, "sft", key, inputs, build)
+    # Collective: every rank of a multi-process run takes part in the fit, rank 0 alone saves and publishes.
+    path, _ = cached_stage(cache_dir, "sft", key, inputs, build, collective=True)
     return str(path), key
