@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import lightning as L
 import torch
 
-from fpa.config import checks
+from fpa import checks
 from fpa.diagnostics import batch_diagnostics
 from fpa.fpa import FuturePolicy
 from fpa.logprobs import CompletionLogProbs, completion_logprobs

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fpa.config import checks
+from fpa import checks
 
 
 @dataclass(frozen=True)

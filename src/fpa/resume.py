@@ -152,7 +152,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 100, dirpath: str | Path | None = None) -> None:
         """``dirpath`` None: ``<trainer.default_root_dir>/checkpoints`` (the run directory's)."""
-        from fpa.config import checks
+        from fpa import checks
 
         checks.number("every_n_train_steps", every_n_train_steps, 1, integer=True)
         super().__init__(dirpath=None if dirpath is None else str(dirpath), save_last=True, save_top_k=0,

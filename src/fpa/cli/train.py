@@ -24,7 +24,8 @@ from fpa.reporting.labels import method_label, objective_name
 from fpa.stages.evaluate import evaluate_model
 from fpa.stages.prepare import base_model
 from fpa.stages.sample import generate_trajectories, trajectory_inputs
-from fpa.stages.train import is_global_zero, resume_checkpoint, train_policy
+from fpa.ranks import is_global_zero
+from fpa.stages.train import resume_checkpoint, train_policy
 from fpa.stages.warm_start import warm_start
 
 

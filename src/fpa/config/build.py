@@ -113,6 +113,6 @@ def _describe(path: str, err: BaseException) -> str:
 
 
 def _names_field(text: str) -> bool:
-    """A message of the form ``field: ...`` (from :mod:`fpa.config.checks`)."""
+    """A message of the form ``field: ...`` (from :mod:`fpa.checks`)."""
     head, sep, _ = text.partition(":")
     return bool(sep) and head.replace("_", "").replace(".", "").isalnum() and " " not in head

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fpa.config import checks
+from fpa import checks
 from fpa.data.datamodule import TrajectoryDataModule
 from fpa.models.spec import check_input_path
 from fpa.resume import make_loader

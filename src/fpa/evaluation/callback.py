@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from fpa.config import checks
+from fpa import checks
 from fpa.evaluation.runner import SuiteResult, evaluate_suite, write_samples
 from fpa.evaluation.suite import Suite
 from fpa.generation.hf import HFGenerator

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from fpa.config import checks
+from fpa import checks
 from fpa.evaluation.benchmarks import Benchmark
 from fpa.evaluation.metrics import BenchmarkAccuracy, SampleShare
 from fpa.prompting import PromptFormat

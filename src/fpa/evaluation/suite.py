@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from fpa.config import checks
+from fpa import checks
 from fpa.evaluation.benchmarks import Benchmark
 from fpa.evaluation.runner import EvalSettings
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from fpa.config import checks
+from fpa import checks
 from fpa.data.records import SCHEMA_VERSION, read_records, trajectory_files
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import write_report

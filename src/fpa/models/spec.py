@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpa.config import checks
+from fpa import checks
 from fpa.prompting import PromptFormat
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")

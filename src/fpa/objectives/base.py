@@ -76,7 +76,7 @@ class Objective:
     needs_kl_rows: ClassVar[bool] = False  # KTO's mismatched rows
 
     def __init__(self, reduce: str = "sum") -> None:
-        from fpa.config import checks
+        from fpa import checks
 
         checks.choice("reduce", reduce, ("sum", "mean"))
         self.reduce = reduce

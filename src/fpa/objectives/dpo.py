@@ -17,7 +17,7 @@ class DPO(Objective):
     data = "pairs"
 
     def __init__(self, beta: float = 0.1, reduce: str = "sum") -> None:
-        from fpa.config import checks
+        from fpa import checks
 
         super().__init__(reduce)
         checks.number("beta", beta, 0, strict=True)

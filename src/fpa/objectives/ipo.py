@@ -21,7 +21,7 @@ class IPO(Objective):
 
     def __init__(self, beta: float = 0.1, reduce: str = "mean") -> None:
         super().__init__(reduce)
-        from fpa.config import checks
+        from fpa import checks
 
         checks.number("beta", beta, 0, strict=True)
         self.beta = beta

@@ -37,7 +37,7 @@ class KTO(Objective):
 
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
                  reduce: str = "sum") -> None:
-        from fpa.config import checks
+        from fpa import checks
 
         super().__init__(reduce)
         checks.number("beta", beta, 0, strict=True)

@@ -35,7 +35,7 @@ class OfflinePG(Objective):
     def __init__(self, clip: float = 2.0, weighting: str = "token", reduce: str = "sum",
                  baseline: str = "group_mean") -> None:
         super().__init__(reduce)
-        from fpa.config import checks
+        from fpa import checks
 
         checks.choice("weighting", weighting, WEIGHTINGS)
         checks.choice("baseline", baseline, BASELINES)

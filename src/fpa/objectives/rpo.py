@@ -20,7 +20,7 @@ class RPO(DPO):
     data = "pairs"
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, reduce: str = "sum") -> None:
-        from fpa.config import checks
+        from fpa import checks
 
         super().__init__(beta=beta, reduce=reduce)
         checks.number("alpha", alpha, 0)

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
-import torch
 
+from fpa import checks
 from fpa.checkpoint_config import RecordConfig
-from fpa.config import checks
 from fpa.data.records import load_trajectories
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
 from fpa.module import OfflineRLModule
-from fpa.ranks import is_global_zero  # noqa: F401  (re-exported: fpa.cli.train)
 from fpa.resume import find_last
 from fpa.run_status import Heartbeat
 from fpa.safe_load import check_checkpoint

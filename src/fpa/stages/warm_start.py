@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
-from fpa.config import checks
+from fpa import checks
 from fpa.config.keys import stage_key
 from fpa.data.datamodule import TrajectoryDataModule
 from fpa.evaluation.benchmarks import Benchmark
