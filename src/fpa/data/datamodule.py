@@ -54,6 +54,40 @@ class SeededShuffle(Sampler[int]):
         return self.n
 
 
+class SplitBatchSampler(Sampler[list[int]]):
+    """Rank ``rank``'s share of each batch the one-process loader serves, so R processes step through
+    the same global batches as one process.
+
+    The one-process loader (:meth:`TrajectoryDataModule.train_dataloader`) cuts ``SeededShuffle(n, seed)``
+    into batches of ``batch_size`` and keeps the last partial one; here each of those batches is split
+    into ``num_replicas`` contiguous parts as evenly as possible (sizes differ by at most one) and rank r
+    takes part r. With a per-sequence mean loss and data-parallel gradient averaging, an evenly split
+    batch gives the one-process gradient. A last partial batch smaller than ``num_replicas`` (some rank
+    would get nothing) is dropped.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        if batch_size < num_replicas:
+            raise ValueError(f"a batch of {batch_size} cannot be split over {num_replicas} processes "
+                             "(at least one example per process)")
+        if n < num_replicas:
+            raise ValueError(f"{n} training examples cannot be split over {num_replicas} processes")
+        self.n, self.batch_size, self.num_replicas, self.rank = n, batch_size, num_replicas, rank
+        self.sampler = SeededShuffle(n, seed)  # Lightning calls sampler.set_epoch at every epoch start
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + int(rest >= self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)  # read lazily: set_epoch may come after iter()
+        for k in range(len(self)):
+            batch = order[k * self.batch_size:(k + 1) * self.batch_size]
+            base, extra = divmod(len(batch), self.num_replicas)
+            start = self.rank * base + min(self.rank, extra)
+            yield batch[start:start + base + int(self.rank < extra)]
+
+
 class TrajectoryDataModule(L.LightningDataModule):
     """Examples of the objective's data kind; over-long examples are dropped or truncated.
 

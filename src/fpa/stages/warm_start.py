@@ -13,10 +13,11 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
 
 from fpa import checks
 from fpa.config.keys import stage_key
-from fpa.data.datamodule import TrajectoryDataModule
+from fpa.data.datamodule import SplitBatchSampler, TrajectoryDataModule
 from fpa.evaluation.benchmarks import Benchmark
 from fpa.evaluation.runner import EvalSettings, evaluate_benchmark
 from fpa.generation.hf import HFGenerator
@@ -29,6 +30,27 @@ from fpa.stages.cache import cached_stage
 from fpa.trainer import TrainerFactory
 
 VERSION = "1"
+
+
+class GoldData(TrajectoryDataModule):
+    """The warm start's data: ``batch_size`` is the global batch, whatever the number of processes.
+
+    One process: the plain loader of :class:`TrajectoryDataModule`, unchanged. R data-parallel
+    processes: each batch of that loader split over the ranks (:class:`SplitBatchSampler`), so every
+    step sees the examples the one-process step sees (the trainer runs with
+    ``use_distributed_sampler=False``; Lightning's sampler would give each rank half the data with
+    ``batch_size`` per rank, doubling the batch and halving the steps per epoch).
+    """
+
+    def train_dataloader(self) -> DataLoader:
+        strategy = getattr(self.trainer, "strategy", None) if self.trainer is not None else None
+        kw = getattr(strategy, "distributed_sampler_kwargs", None) or {}
+        replicas, rank = int(kw.get("num_replicas", 1)), int(kw.get("rank", 0))
+        if replicas == 1:
+            return super().train_dataloader()
+        return DataLoader(self.train_set, batch_sampler=SplitBatchSampler(len(self.train_set), self.batch_size,
+                                                                          self.seed, replicas, rank),
+                          collate_fn=self.collate, num_workers=self.num_workers)
 
 
 class AccuracyStop(L.Callback):
@@ -77,7 +99,7 @@ class SFTSettings:
 
     enabled: bool = True
     n_problems: int = 20000  # gold solutions from the train split
-    batch_size: int = 64
+    batch_size: int = 64  # global batch: examples per optimizer step, split over data-parallel processes
     lr: float = 3.0e-3
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
@@ -103,8 +125,18 @@ class SFTSettings:
 
 def sft_inputs(base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
                data_seed: int) -> dict:
-    """What the reference depends on (its cache key is their hash)."""
-    return {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
+    """What the reference depends on (its cache key is their hash).
+
+    A trainer that may run several processes adds ``"batches": "global"``: its warm starts split each
+    global batch over the ranks (:class:`GoldData`), unlike the warm starts cached before, which gave
+    every rank ``sft.batch_size`` of its own. One-process keys are unchanged.
+    """
+    out = {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
+    node = trainer.node
+    if (node.get("strategy") is not None or node.get("devices", 1) not in (1, "1")
+            or node.get("num_nodes", 1) not in (1, "1")):
+        out["batches"] = "global"
+    return out
 
 
 def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
@@ -122,14 +154,15 @@ def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec
         problems = task.problems("train", sft.n_problems, seed=data_seed)
         examples = [{"problem_id": p.id, "prompt": prompt(p.question, tok), "completion": p.solution}
                     for p in problems]
-        data = TrajectoryDataModule(tok, "correct", examples=examples, batch_size=sft.batch_size,
+        data = GoldData(tok, "correct", examples=examples, batch_size=sft.batch_size,
                                     max_length=sft.max_length, seed=data_seed)
         module = OfflineRLModule(base_path, SFT(), optimizer=AdamW(lr=sft.lr),
                                  scheduler=WarmupCosine(warmup_steps=sft.warmup_steps, min_lr_ratio=sft.min_lr_ratio,
                                                         total_steps=sft.max_steps), dtype=model.dtype)
         stop = AccuracyStop(task, sft.eval_problems, data_seed, prompt, tok,
                             sft.eval_every, sft.stop_at, sft.max_new_tokens, sft.eval_batch_size)
-        fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")], callbacks=[stop])
+        fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")], callbacks=[stop],
+                      use_distributed_sampler=False)  # GoldData splits the global batch itself
         fit.fit(module, data)
         from fpa.stages.train import save_policy
 
