@@ -158,3 +158,19 @@ def test_packed_rows_leak_through_a_2d_mask(tmp_path, tok):
     padded = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     torch.testing.assert_close(right, padded.policy.detach())
     assert not torch.allclose(scores(attention_mask=batch["packed_attention_mask"]), scores())
+
+
+@pytest.mark.parametrize("n,batch,ranks", [(96, 32, 2), (11, 4, 2), (10, 4, 3), (9, 4, 2)])
+def test_split_batch_sampler_splits_the_one_process_batches(n: int, batch: int, ranks: int) -> None:
+    from torch.utils.data import BatchSampler
+
+    from fpa.data.datamodule import SeededShuffle, SplitBatchSampler
+
+    one = list(BatchSampler(SeededShuffle(n, 3), batch, drop_last=False))
+    parts = [SplitBatchSampler(n, batch, 3, ranks, r) for r in range(ranks)]
+    assert len({len(p) for p in parts}) == 1  # every rank takes the same number of steps
+    joined = [sum(step, []) for step in zip(*(list(p) for p in parts))]
+    assert joined == one[:len(joined)]
+    assert len(joined) == len(one) - int(n % batch and n % batch < ranks)  # a last batch too small to split: dropped
+    for step in zip(*(list(p) for p in parts)):
+        assert max(map(len, step)) - min(map(len, step)) <= 1 and min(map(len, step)) >= 1
