@@ -22,7 +22,8 @@ SMALL = ["experiment=smoke", "logger=csv", "callbacks.eval.every_n_steps=0"]
 # Several shards, generated slowly enough (1 sample per forward) that a kill lands between shards.
 GEN = ["generate.n_problems=40", "generate.shard_size=2", "generate.batch_size=1", "progress=false"]
 # Long enough that a kill after the first checkpoint lands mid-run; a checkpoint every step.
-TRAIN = ["train.max_steps=150", "callbacks.checkpoint.every_n_train_steps=1"]
+STEPS = 60
+TRAIN = [f"train.max_steps={STEPS}", "callbacks.checkpoint.every_n_train_steps=1"]
 
 
 def ok(proc):

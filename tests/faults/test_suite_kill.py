@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from cli_helpers import SRC
-from conftest import GEN, SMALL, TRAIN, ok, run_dir, sha, shard_sums  # noqa: F401
+from conftest import GEN, SMALL, STEPS, TRAIN, ok, run_dir, sha, shard_sums  # noqa: F401
 from fpa.data.records import load_trajectories
 
 
@@ -74,7 +74,7 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(re
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "running" and not (run / "results.json").exists()
     killed_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
-    assert 0 < killed_at < 150
+    assert 0 < killed_at < STEPS
 
     again = ok(ref.train(tmp_path))
     log = again.stdout + again.stderr
@@ -82,9 +82,9 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(re
     assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in log
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
-    assert final == 150
+    assert final == STEPS
     steps = sorted({int(float(row["step"])) for f in run.glob("csv/*/metrics.csv")
                     for row in csv.DictReader(f.open()) if row.get("step")})
-    assert set(range(150)) <= set(steps)  # logged up to the kill, then on from where it stopped
+    assert set(range(STEPS)) <= set(steps)  # logged up to the kill, then on from where it stopped
     mine, theirs = load_file(run / "policy" / "model.safetensors"), load_file(ref.run / "policy" / "model.safetensors")
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
