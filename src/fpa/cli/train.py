@@ -135,7 +135,11 @@ def previous_run(parts: TrainParts, run_dir: Path) -> float | None:
     if changed:
         raise FPAError(f"{run_dir} finished with other settings: {', '.join(changed[:8])}; set train.resume=never "
                        "to train again with these, or hydra.run.dir=<another directory>")
-    results = json.loads(results_file.read_text())
+    try:
+        results = json.loads(results_file.read_text())
+    except json.JSONDecodeError as e:
+        raise FPAError(f"{results_file}: not valid JSON ({e.msg}); set train.resume=never to train again from "
+                       "step 0, or delete the run directory") from None
     print(f"fpa-train: {run_dir} already finished; results: {results_file} (set train.resume=never to "
           "train again from step 0)")
     print_table(results)

@@ -94,7 +94,12 @@ class ShardDirectory:
         if self._manifest is None:
             if not self.manifest_path.exists():
                 raise FileNotFoundError(f"no shard manifest at {self.manifest_path}")
-            self._manifest = json.loads(self.manifest_path.read_text())
+            try:
+                self._manifest = json.loads(self.manifest_path.read_text())
+            except json.JSONDecodeError as e:
+                raise CorruptShardError(f"{self.manifest_path}: not valid JSON ({e.msg}, line {e.lineno}); delete "
+                                        f"{self.root} and rerun fpa-generate (or fpa-train, for a set in its cache) "
+                                        "to regenerate it") from None
             if migrate(self._manifest, self.root):
                 print(f"fpa: {self.root}: trajectory set from before schema versions, migrated to version "
                       f"{SCHEMA_VERSION} (its fields are that version's)")

@@ -28,9 +28,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fpa.config.keys import identity
+from fpa.guards import FPAError
 from fpa.stages import locks
 
 PARTIAL = ".partial"
+
+
+class CorruptEntryError(FPAError, ValueError):
+    """A finished cache entry whose files no longer read (truncated or modified after it was built)."""
+
+
+def check_entry(final: Path) -> None:
+    """Raise :class:`CorruptEntryError` naming the entry if a weights file in it cannot be read (header only)."""
+    from safetensors import safe_open
+
+    for weights in sorted(final.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as e:  # SafetensorError: a cut or overwritten header / buffer
+            raise CorruptEntryError(f"{weights}: cached file cannot be read ({e}); delete the cache entry {final} "
+                                    "and rerun to rebuild it") from None
 
 
 def cached_stage(cache_dir: str | Path, stage: str, key: str, inputs: dict[str, Any],
@@ -43,6 +61,7 @@ def cached_stage(cache_dir: str | Path, stage: str, key: str, inputs: dict[str, 
 
     final = Path(cache_dir) / stage / key
     if (final / "stage.json").exists():
+        check_entry(final)
         return final, True
     if not is_global_zero():
         return follow(final, build if collective else None)
