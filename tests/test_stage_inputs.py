@@ -4,6 +4,7 @@ stages that would make them; trajectory sets carry a schema version, migrated or
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,21 @@ def test_a_set_from_before_versions_is_migrated(tmp_path, capsys):
     records, _ = load_trajectories(root)
     assert len(records) == 2 and "migrated to version 1" in capsys.readouterr().out
     assert json.loads((root / "manifest.json").read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_data_skip_invalid_applies_to_problem_files(tmp_path):
+    """A malformed row of a local problem file: one RecordError line, or skipped with data.skip_invalid."""
+    from conftest import compose_config
+    from fpa.config.parts import train_parts
+    from fpa.data.records import RecordError
+
+    good = Path(__file__).parent / "fixtures" / "sources" / "gsm8k_test.jsonl"
+    rows = good.read_text().splitlines()
+    bad = tmp_path / "gsm8k.jsonl"
+    bad.write_text("\n".join([rows[0], json.dumps({"answer": "#### 3"}), "{not json", *rows[1:]]) + "\n")
+    strict = train_parts(compose_config("task=gsm8k", f"task.path={bad}", "data.skip_invalid=false")).task
+    with pytest.raises(RecordError, match="record 1 .*line 2.*question"):
+        strict.problems("test", None)
+    lenient = train_parts(compose_config("task=gsm8k", f"task.path={bad}")).task  # data.skip_invalid: true
+    assert [p.answer for p in lenient.problems("test", None)] == ["18", "3", "70000"]
+    assert sum(lenient.n_skipped.values()) == 2

@@ -82,6 +82,7 @@ class MathTask:
     dev_share: float = 0.05  # of a source split shared by train and dev
     timeout_s: float = 5.0  # per answer check
     allow_bare: bool = False  # with no boxed / #### / "answer is", read a short last line as the answer
+    skip_invalid: bool = False  # skip malformed rows of a local file (counted in n_skipped) instead of failing
     stats: VerificationStats = field(default_factory=VerificationStats, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,7 +111,7 @@ class MathTask:
                 config = self.config if self.config is not None else (self.schema.config if self.path is None
                                                                        else None)
                 loaded = load_rows(self.location, config, source_split)
-                rows, skipped = parse_rows(self.schema, loaded)
+                rows, skipped = parse_rows(self.schema, loaded, self.skip_invalid)
                 self._cache[source_split] = rows
                 self.n_skipped[source_split] = skipped
             return self._cache[source_split]

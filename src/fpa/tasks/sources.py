@@ -191,42 +191,57 @@ class ParsedRow:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_rows(schema: Schema, loaded: LoadedRows) -> tuple[list[ParsedRow], int]:
-    """(parsed rows, number skipped for lacking a readable gold answer); a malformed row raises RecordError."""
+def parse_rows(schema: Schema, loaded: LoadedRows, skip_invalid: bool = False) -> tuple[list[ParsedRow], int]:
+    """(parsed rows, number skipped); rows without a readable gold answer are skipped, and a malformed
+    row raises :class:`RecordError` (file, record, line, field), or is skipped with ``skip_invalid``."""
     out, skipped = [], 0
     for index, line, row in loaded.rows:
-        if isinstance(row, Exception):
-            raise row
-        if not isinstance(row, dict):
-            raise RecordError(loaded.where, index, None, f"expected a record, got {type(row).__name__}", line)
-        q_field = schema.field_of(row, schema.question)
-        if q_field is None or not isinstance(row[q_field], str) or not row[q_field].strip():
-            name = q_field or "|".join(schema.question)
-            problem = "missing" if q_field is None or row[q_field] is None else "expected a non-empty string"
-            raise RecordError(loaded.where, index, name, problem, line)
-        question = row[q_field].strip()
-        c_field = schema.field_of(row, schema.context)
-        if c_field and isinstance(row[c_field], str) and row[c_field].strip():
-            question = f"{row[c_field].strip()}\n\n{question}"
-        a_field = schema.field_of(row, schema.answer)
-        answer = None
-        if a_field is not None and row[a_field] is not None:
-            answer = schema.read_answer(row[a_field])
-        elif (f_field := schema.field_of(row, schema.fallback_answer)) is not None:
-            answer = _boxed(row[f_field])
-        else:
-            raise RecordError(loaded.where, index, "|".join(schema.answer), "missing", line)
-        if answer is None or not str(answer).strip():
+        try:
+            parsed = _parse_row(schema, loaded, index, line, row)
+        except RecordError:
+            if not skip_invalid:
+                raise
+            parsed = None
+        if parsed is None:
             skipped += 1
-            continue
-        s_field = schema.field_of(row, schema.solution)
-        solution = row[s_field] if s_field else ""
-        if isinstance(solution, (list, tuple)):  # OlympiadBench: a list of solutions
-            solution = solution[0] if solution else ""
-        id_field = schema.field_of(row, schema.id)
-        rid = str(row[id_field]) if id_field and row[id_field] is not None else str(index)
-        meta = {k: row[k] for k in schema.metadata if k in row and row[k] is not None}
-        out.append(ParsedRow(index, rid, question, str(answer).strip(), str(solution or ""), meta))
+        else:
+            out.append(parsed)
     if skipped:
-        log.info("%s: skipped %d rows without a readable gold answer", loaded.where, skipped)
+        log.info("%s: skipped %d rows (no readable gold answer, or malformed with skip_invalid)", loaded.where,
+                 skipped)
     return out, skipped
+
+
+def _parse_row(schema: Schema, loaded: LoadedRows, index: int, line: int | None, row: Any) -> ParsedRow | None:
+    """One row of a problem source, or None when it has no readable gold answer."""
+    if isinstance(row, Exception):
+        raise row
+    if not isinstance(row, dict):
+        raise RecordError(loaded.where, index, None, f"expected a record, got {type(row).__name__}", line)
+    q_field = schema.field_of(row, schema.question)
+    if q_field is None or not isinstance(row[q_field], str) or not row[q_field].strip():
+        name = q_field or "|".join(schema.question)
+        problem = "missing" if q_field is None or row[q_field] is None else "expected a non-empty string"
+        raise RecordError(loaded.where, index, name, problem, line)
+    question = row[q_field].strip()
+    c_field = schema.field_of(row, schema.context)
+    if c_field and isinstance(row[c_field], str) and row[c_field].strip():
+        question = f"{row[c_field].strip()}\n\n{question}"
+    a_field = schema.field_of(row, schema.answer)
+    answer = None
+    if a_field is not None and row[a_field] is not None:
+        answer = schema.read_answer(row[a_field])
+    elif (f_field := schema.field_of(row, schema.fallback_answer)) is not None:
+        answer = _boxed(row[f_field])
+    else:
+        raise RecordError(loaded.where, index, "|".join(schema.answer), "missing", line)
+    if answer is None or not str(answer).strip():
+        return None  # no readable gold answer: skipped
+    s_field = schema.field_of(row, schema.solution)
+    solution = row[s_field] if s_field else ""
+    if isinstance(solution, (list, tuple)):  # OlympiadBench: a list of solutions
+        solution = solution[0] if solution else ""
+    id_field = schema.field_of(row, schema.id)
+    rid = str(row[id_field]) if id_field and row[id_field] is not None else str(index)
+    meta = {k: row[k] for k in schema.metadata if k in row and row[k] is not None}
+    return ParsedRow(index, rid, question, str(answer).strip(), str(solution or ""), meta)
