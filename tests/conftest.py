@@ -6,20 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from fpa.config.resolvers import register_resolvers
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_resolvers()
+from testconfig import CONF, compose_config  # noqa: F401  (test files import them from testconfig)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-
-def compose_config(*overrides: str, name: str = "train"):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
 
 
 @pytest.fixture

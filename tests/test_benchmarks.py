@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.config.build import build
 from fpa.config.parts import train_parts
 from fpa.evaluation.benchmarks import Benchmark

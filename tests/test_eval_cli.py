@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.cli.eval import main, run
 from fpa.models.loading import load_model
 from fpa.models.tiny import build_tiny_model

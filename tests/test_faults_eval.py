@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.cli.eval import checkpoint_to_model_dir, run
 from fpa.resume import find_last
 from fpa.safe_load import check_checkpoint

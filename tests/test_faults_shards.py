@@ -101,7 +101,7 @@ def test_manifests_from_before_checksums_are_checked_by_row_count(tmp_path):
 
 
 def test_fpa_train_regenerates_a_truncated_shard_of_its_cached_set(tmp_path, tiny, capsys):
-    from conftest import compose_config
+    from testconfig import compose_config
     from fpa.cli.generate import model_to_sample
     from fpa.config.parts import train_parts
     from fpa.stages import sample

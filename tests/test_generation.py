@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.data.records import load_trajectories
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import length_histogram, trajectory_report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.config.identity import config_hash, differences
 
 

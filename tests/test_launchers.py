@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import CONF
+from testconfig import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = sorted((CONF / "hydra" / "launcher").glob("*.yaml"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from testconfig import compose_config
 from fpa.data.records import RecordError
 from fpa.tasks.champ import ChampTask, checkable_answers
 from fpa.tasks.math_tasks import MathTask, bare_answer

@@ -72,7 +72,7 @@ def test_a_set_from_before_versions_is_migrated(tmp_path, capsys):
 
 def test_data_skip_invalid_applies_to_problem_files(tmp_path):
     """A malformed row of a local problem file: one RecordError line, or skipped with data.skip_invalid."""
-    from conftest import compose_config
+    from testconfig import compose_config
     from fpa.config.parts import train_parts
     from fpa.data.records import RecordError
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import ok, one_line, run_dir, sha, shard_sums
+from faults_helpers import ok, one_line, run_dir, sha, shard_sums
 
 
 def truncate(path: Path) -> None:

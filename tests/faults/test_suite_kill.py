@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from cli_helpers import SRC
-from conftest import GEN, SMALL, STEPS, TRAIN, ok, run_dir, sha, shard_sums  # noqa: F401
+from faults_helpers import GEN, SMALL, STEPS, TRAIN, ok, run_dir, sha, shard_sums  # noqa: F401
 from fpa.data.records import load_trajectories
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ok, one_line
+from faults_helpers import ok, one_line
 from fpa.testing import write_trajectories
 
 BAD = {  # kind -> (a record line replacing line 3, the field named, what is said)
