@@ -65,7 +65,7 @@ def test_generate_out_dir_that_is_a_file_is_one_line(inputs, tmp_path):
 def test_a_bad_problems_file_is_one_line_naming_the_record(inputs, tmp_path):
     bad = tmp_path / "problems.jsonl"
     bad.write_text('{"question": "1+1", "answer": "2"}\n{"question": 3\n')
-    line = _one_line(fpa("generate", "logger=csv", "task=gsm8k", f"task.path={bad}",
+    line = _one_line(fpa("generate", "logger=csv", "task=gsm8k", "data.skip_invalid=false", f"task.path={bad}",
                          f"model_path={inputs['model']}", f"out_dir={tmp_path / 'out'}",
                          f"paths.cache_dir={inputs['cache']}", "generate.n_problems=1", cwd=tmp_path),
                      "fpa-generate")

@@ -12,7 +12,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cli_helpers
 from cli_helpers import fpa  # noqa: E402
