@@ -8,6 +8,10 @@ each line reusing the previous result, and ends with a GSM8K-style final line::
     34+40=74
     #### 74
 
+With ``style="boxed"`` (for pretrained chat models) the steps are spaced and the answer is boxed,
+``17 + 25 = 42`` ... ``\\boxed{74}``, and the verifier extracts the final answer the way the math
+tasks do (math-verify); the process cannot be judged then.
+
 Correct and incorrect samples differ in a few digits and share every other token, which is
 the "gradient entanglement" regime FPA targets. The verifier reports both the outcome (final
 answer right) and the process (every step right), since a small model often reaches the right
@@ -39,13 +43,16 @@ def split_of(question: str, dev_share: float = 0.05, test_share: float = 0.10) -
     return "train"
 
 
-def worked_solution(terms: list[int], ops: list[str]) -> tuple[str, int]:
+STYLES = ("scratchpad", "boxed")
+
+
+def worked_solution(terms: list[int], ops: list[str], style: str = "scratchpad") -> tuple[str, int]:
     lines, acc = [], terms[0]
     for op, t in zip(ops, terms[1:]):
         new = _OPS[op](acc, t)
-        lines.append(f"{acc}{op}{t}={new}")
+        lines.append(f"{acc}{op}{t}={new}" if style == "scratchpad" else f"{acc} {op} {t} = {new}")
         acc = new
-    lines.append(f"#### {acc}")
+    lines.append(f"#### {acc}" if style == "scratchpad" else f"\\boxed{{{acc}}}")
     return "\n".join(lines), acc
 
 
@@ -58,6 +65,7 @@ class ArithTask:
     max_operand: int = 99
     ops: str = "+-"
     reward: str = "outcome"  # "outcome": right final answer; "process": and every step right
+    style: str = "scratchpad"  # "scratchpad": 17+25=42 ... #### 74; "boxed": 17 + 25 = 42 ... \\boxed{74}
     name: str = "arith"
 
     def __post_init__(self) -> None:
@@ -65,6 +73,10 @@ class ArithTask:
             raise ValueError(f"arith: n_terms must be >= 2, got {self.n_terms}")
         if self.reward not in ("outcome", "process"):
             raise ValueError(f"arith: reward must be 'outcome' or 'process', got {self.reward!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"arith: style must be one of {', '.join(STYLES)}, got {self.style!r}")
+        if self.style == "boxed" and self.reward == "process":
+            raise ValueError("arith: reward 'process' needs style 'scratchpad' (a boxed answer's steps are not checked)")
         if bad := set(self.ops) - set(_OPS):
             raise ValueError(f"arith: unsupported ops {sorted(bad)}; choose from {sorted(_OPS)}")
 
@@ -88,7 +100,7 @@ class ArithTask:
             if question in seen or split_of(question) != split:
                 continue
             seen.add(question)
-            solution, answer = worked_solution(terms, ops)
+            solution, answer = worked_solution(terms, ops, self.style)
             out.append(Problem(id=f"{self.tag}/{split}/{len(out)}", question=question, answer=str(answer),
                                solution=solution, source=self.tag, split=split,
                                metadata={"terms": terms, "ops": ops}))
@@ -97,6 +109,10 @@ class ArithTask:
         return out
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
+        if self.style == "boxed":
+            from fpa.tasks.math_tasks import verify_answer
+
+            return verify_answer(problem, completion)
         return verify_arith(problem, completion, self.reward)
 
 
