@@ -81,3 +81,28 @@ def test_bad_knobs_are_rejected():
         ArithTask(reward="partial")
     with pytest.raises(ValueError, match="ops"):
         ArithTask(ops="+/")
+
+
+def test_boxed_style_same_problems_boxed_solutions_verified_by_math_verify():
+    plain, boxed = ArithTask(n_terms=2, max_operand=50, ops="+"), ArithTask(n_terms=2, max_operand=50, ops="+",
+                                                                           style="boxed")
+    a, b = plain.problems("test", 30), boxed.problems("test", 30)
+    assert [p.question for p in a] == [p.question for p in b] and [p.answer for p in a] == [p.answer for p in b]
+    p = b[0]
+    t1, t2 = p.metadata["terms"]
+    assert p.solution == f"{t1} + {t2} = {t1 + t2}\n\\boxed{{{t1 + t2}}}"
+    assert boxed.verify(p, p.solution).outcome
+    assert boxed.verify(p, f"The sum is \\boxed{{{t1 + t2}}}.").reward == 1.0
+    wrong = boxed.verify(p, f"\\boxed{{{t1 + t2 + 1}}}")
+    assert wrong.reward == 0.0 and wrong.extracted == str(t1 + t2 + 1)
+    assert boxed.verify(p, f"{t1} + {t2} = {t1 + t2}").reward == 0.0  # no boxed answer: not extracted
+    assert plain.verify(a[0], p.solution).reward == 0.0  # the scratchpad verifier wants "#### n"
+
+
+def test_boxed_style_refuses_process_reward_and_unknown_styles():
+    import pytest
+
+    with pytest.raises(ValueError, match="style"):
+        ArithTask(style="words")
+    with pytest.raises(ValueError, match="process"):
+        ArithTask(style="boxed", reward="process")
