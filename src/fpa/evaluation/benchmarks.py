@@ -29,6 +29,10 @@ ANSWER_FORMATS: dict[str, str] = {
     "bare": "",
 }
 
+# What a model's prompt format contains when it already asks for an answer format; the format's
+# default instruction is then not appended a second time (an explicit instruction still is).
+ANSWER_MARKERS: dict[str, str] = {"boxed": "\\boxed", "gsm8k": "####"}
+
 
 @dataclass
 class Benchmark:
@@ -80,15 +84,24 @@ class Benchmark:
         except (TypeError, ValueError):
             return None
 
-    def instruction_text(self, suite_instruction: str | None = None) -> str:
+    def instruction_text(self, suite_instruction: str | None = None, prompt=None) -> str:
+        """The benchmark's, else the suite's, else the answer format's default instruction.
+
+        The default is left out when ``prompt`` (the model's :class:`~fpa.prompting.PromptFormat`)
+        already asks for that format (its system prompt or template holds ``\\boxed`` / ``####``),
+        so the instruction is given once.
+        """
         if self.instruction is not None:
             return self.instruction
         if suite_instruction is not None:
             return suite_instruction
+        marker = ANSWER_MARKERS.get(self.answer_format)
+        if prompt is not None and marker and marker in f"{prompt.system or ''}\n{prompt.template}":
+            return ""
         return ANSWER_FORMATS[self.answer_format]
 
-    def question_text(self, question: str, suite_instruction: str | None = None) -> str:
-        instruction = self.instruction_text(suite_instruction)
+    def question_text(self, question: str, suite_instruction: str | None = None, prompt=None) -> str:
+        instruction = self.instruction_text(suite_instruction, prompt)
         return f"{question}\n{instruction}" if instruction else question
 
     def verify(self, problem: Problem, completion: str):

@@ -164,8 +164,9 @@ def evaluate_benchmark(sampler, bench: Benchmark, prompt: PromptFormat, settings
     """Sample, verify and score one benchmark (this rank's share of its problems; metrics over all ranks)."""
     start = time.perf_counter()
     problems = bench.problems()[rank::world_size]
-    instruction = bench.instruction_text(settings.instruction)
-    prompts = [prompt(bench.question_text(p.question, settings.instruction), sampler.tokenizer) for p in problems]
+    instruction = bench.instruction_text(settings.instruction, prompt)
+    prompts = [prompt(bench.question_text(p.question, settings.instruction, prompt), sampler.tokenizer)
+               for p in problems]
     max_new = bench.max_new_tokens or settings.max_new_tokens
     previous = getattr(sampler, "max_new_tokens", None)
     if previous is not None:

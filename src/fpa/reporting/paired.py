@@ -1,0 +1,64 @@
+"""Paired comparison of two evaluations of the same problems: a difference in pass@1 with a bootstrap CI.
+
+Each evaluation is read from its ``samples/<benchmark>.jsonl`` (one row per sample: ``problem_id``,
+``correct``). Both models answered the same problems, so the difference is taken per problem
+(mean correctness of the policy's samples minus the reference's) and the bootstrap resamples
+problems, keeping each problem's pair together: the problem-to-problem spread, common to both models,
+cancels instead of widening the interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def per_problem(samples_file: str | Path) -> dict[str, float]:
+    """problem_id -> mean correctness of its samples (pass@1 of that problem)."""
+    hits: dict[str, list[float]] = defaultdict(list)
+    with open(samples_file, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                hits[str(row["problem_id"])].append(float(bool(row["correct"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{samples_file}: line {n}: not a sample row with problem_id and correct "
+                                 f"({type(e).__name__}: {e})") from None
+    return {pid: sum(v) / len(v) for pid, v in hits.items()}
+
+
+def paired_difference(policy: dict[str, float], reference: dict[str, float], n_boot: int = 10_000,
+                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """pass@1 of each, their difference (policy − reference), its bootstrap CI over problems and standard errors.
+
+    The two must cover the same problems (one clear error otherwise). ``se_*`` are the standard errors
+    of each score over problems; ``ci_*`` the percentile interval of the resampled mean difference.
+    """
+    if set(policy) != set(reference):
+        only = sorted(set(policy) ^ set(reference))
+        raise ValueError(f"paired_difference: the evaluations cover different problems ({len(only)} in only one, "
+                         f"e.g. {only[:3]})")
+    if not policy:
+        raise ValueError("paired_difference: no problems")
+    ids = sorted(policy)
+    a = np.array([policy[i] for i in ids])
+    b = np.array([reference[i] for i in ids])
+    d = a - b
+    n = len(ids)
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+
+    def se(x: np.ndarray) -> float:
+        return float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+    return {"n_problems": n, "policy": float(a.mean()), "reference": float(b.mean()), "difference": float(d.mean()),
+            "ci_low": float(low), "ci_high": float(high), "level": level, "se_policy": se(a),
+            "se_reference": se(b), "se_difference": se(d), "excludes_zero": bool(low > 0 or high < 0)}
