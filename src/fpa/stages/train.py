@@ -26,6 +26,7 @@ from fpa.checkpoint_config import RecordConfig
 from fpa.data.records import load_trajectories
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
+from fpa.progress import StepBar
 from fpa.module import OfflineRLModule
 from fpa.resume import find_last
 from fpa.run_status import Heartbeat
@@ -124,11 +125,11 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
     if skipped:
         print(f"fpa-train: skipped {skipped} invalid trajectory records in {trajectories}")
-    own = [RecordConfig(parts.config), Heartbeat(run_dir)]
+    own = [RecordConfig(parts.config), Heartbeat(run_dir), StepBar(f"train ({type(objective).__name__})")]
     trainer = parts.trainer(t.max_steps, run_dir, loggers=loggers,
                             callbacks=[*parts.callbacks, *own, *(callbacks or [])],
                             log_every_n_steps=t.log_every_n_steps, enable_checkpointing=True,
-                            use_distributed_sampler=False)
+                            enable_progress_bar=False, use_distributed_sampler=False)
     micro, accumulate = d.layout(trainer.num_devices * trainer.num_nodes)
     trainer.accumulate_grad_batches = accumulate
     data = d.datamodule(tok, objective, records, micro, parts.seed)

@@ -26,6 +26,7 @@ from fpa.models.spec import ModelSpec
 from fpa.module import OfflineRLModule
 from fpa.objectives.sft import SFT
 from fpa.optim import AdamW, WarmupCosine
+from fpa.progress import StepBar
 from fpa.stages.cache import cached_stage
 from fpa.trainer import TrainerFactory
 
@@ -161,7 +162,8 @@ def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec
                                                         total_steps=sft.max_steps), dtype=model.dtype)
         stop = AccuracyStop(task, sft.eval_problems, data_seed, prompt, tok,
                             sft.eval_every, sft.stop_at, sft.max_new_tokens, sft.eval_batch_size)
-        fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")], callbacks=[stop],
+        fit = trainer(sft.max_steps, out, loggers=[CSVLogger(str(out), name="logs")],
+                      callbacks=[stop, StepBar("sft (warm start)")], enable_progress_bar=False,
                       use_distributed_sampler=False)  # GoldData splits the global batch itself
         fit.fit(module, data)
         from fpa.stages.train import save_policy
