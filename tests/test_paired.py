@@ -50,3 +50,20 @@ def test_samples_file_and_mismatched_problems(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"problem_id": "a"}\n')
     with pytest.raises(ValueError, match="bad.jsonl: line 1"):
         per_problem(tmp_path / "bad.jsonl")
+
+
+def test_run_difference_reads_both_evaluations_samples(tmp_path):
+    from fpa.reporting.paired import run_difference
+
+    def write(d, rows):
+        (d / "samples").mkdir(parents=True)
+        (d / "samples" / "arith.jsonl").write_text("".join(json.dumps({"problem_id": p, "correct": c}) + "\n"
+                                                          for p, c in rows))
+        return {"benchmark": "arith", "dir": str(d), "suite": {"benchmarks": {"arith": {"samples_file":
+                                                                                          "samples/arith.jsonl"}}}}
+
+    ref = write(tmp_path / "cache" / "eval", [("a", False), ("a", False), ("b", True), ("b", False)])
+    pol = write(tmp_path / "run" / "eval", [("a", True), ("a", False), ("b", True), ("b", True)])
+    d = run_difference({"reference": ref, "policy": pol}, tmp_path / "run", n_boot=200)
+    assert d["reference"] == 0.25 and d["policy"] == 0.75 and d["difference"] == 0.5
+    assert run_difference({"reference": {**ref, "dir": str(tmp_path / "gone")}, "policy": pol}, tmp_path) is None

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig
 from fpa.cli.app import hydra_app
 from fpa.guards import ConfigError
 
+from fpa.reporting.paired import difference_table
 from fpa.reporting.plots import all_plots
 from fpa.reporting.runs import load_runs
 from fpa.reporting.table import markdown_table, results_frame
@@ -26,6 +27,9 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "report.csv", index=False)
     table = markdown_table(frame, runs)
+    paired = difference_table(runs)
+    if paired:
+        table += "\nEach run against its reference, on the same problems:\n\n" + paired
     (out / "report.md").write_text(table)
     return table, all_plots(runs, out, frame)
 
