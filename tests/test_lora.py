@@ -184,3 +184,26 @@ def test_unknown_target_module_is_named(tiny_dir):
     with pytest.raises(ValueError, match=r"model\.lora\.target_modules: qkv_proj not in LlamaForCausalLM "
                                          r"\(its linear layers: .*q_proj"):
         OfflineRLModule(tiny_dir, DPO(), lora=LoraSettings(target_modules=("q_proj", "qkv_proj")))
+
+
+def test_train_stage_with_lora_saves_an_adapter_dir_and_resumes(smoke_cfg, tmp_path, capsys):
+    from fpa.config.parts import train_parts
+    from fpa.stages.train import train_policy
+    from fpa.testing import build_model, write_trajectories
+
+    model = build_model(tmp_path / "model")
+    traj = write_trajectories(tmp_path / "traj.jsonl", n_problems=4)
+    common = ["objective=dpo", "fpa.lam=1", "data.batch_size=4", "callbacks.eval.every_n_steps=0",
+              "callbacks.eval.at_end=false", "callbacks.checkpoint.every_n_train_steps=1", "model.lora={r:2}"]
+    run = tmp_path / "run"
+    out = train_policy(train_parts(smoke_cfg(*common, "train.max_steps=1")), str(model), traj, run, loggers=False)
+    assert is_adapter_dir(out) and (out / "tokenizer_config.json").exists()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
+    before = AutoModelForCausalLM.from_pretrained(model)
+    after = load_model(str(out))
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+    capsys.readouterr()
+    train_policy(train_parts(smoke_cfg(*common, "train.max_steps=2", "train.resume_override=true")), str(model),
+                 traj, run, loggers=False)
+    assert "resuming" in capsys.readouterr().out
