@@ -203,6 +203,12 @@ def test_train_stage_with_lora_saves_an_adapter_dir_and_resumes(smoke_cfg, tmp_p
     before = AutoModelForCausalLM.from_pretrained(model)
     after = load_model(str(out))
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+    from fpa.cli.eval import checkpoint_to_model_dir  # fpa-eval on the run's .ckpt: base + adapters, merged
+
+    converted, base = checkpoint_to_model_dir(run / "checkpoints" / "last.ckpt", tmp_path / "converted", None)
+    assert base == str(model)
+    for a, b in zip(after.parameters(), AutoModelForCausalLM.from_pretrained(converted).parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     capsys.readouterr()
     train_policy(train_parts(smoke_cfg(*common, "train.max_steps=2", "train.resume_override=true")), str(model),
                  traj, run, loggers=False)
