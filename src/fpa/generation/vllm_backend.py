@@ -48,7 +48,8 @@ class VLLMGenerator:
             import tempfile
 
             merged = tempfile.mkdtemp(prefix="fpa-merged-")
-            model_path = str(export_merged(model_path, merged, trust_remote_code=trust_remote_code))
+            merge_dtype = dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
+            model_path = str(export_merged(model_path, merged, merge_dtype, trust_remote_code=trust_remote_code))
         try:
             llm = vllm.LLM(model=model_path, tokenizer=model_path, dtype=dtype, seed=0, max_num_seqs=batch_size,
                            trust_remote_code=trust_remote_code, **engine_options)
