@@ -75,7 +75,7 @@ def test_real_model_smoke_run(smollm_cache, tmp_path, lora):
                  "train.log_every_n_steps=1", "benchmark.n_problems=2", "benchmark.max_new_tokens=12",
                  "callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false"]
     if lora:
-        overrides.append("+model.lora={r: 4, alpha: 8}")
+        overrides.append("model.lora={r: 4, alpha: 8}")
     results = run(compose_config(*overrides), tmp_path / "run")
     for key in ("reference", "policy"):
         assert results[key]["n_problems"] == 2 and 0.0 <= results[key]["pass@1"] <= 1.0

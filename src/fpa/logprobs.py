@@ -11,7 +11,9 @@ so training memory grows with ``chunk_size × vocab``, not ``tokens × vocab``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import torch
 from torch import Tensor
@@ -113,12 +115,23 @@ def _final_hidden(model, input_ids: Tensor, attention_mask: Tensor, position_ids
         # A packed row: transformers masks attention per sequence from position_ids only when no
         # 2D mask is given (an all-ones mask would let sequences attend to each other).
         attention_mask = None
-    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                            **kwargs).last_hidden_state
+    return _body(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                        **kwargs).last_hidden_state
+
+
+def _body(model):
+    """The transformer body (no output layer) of a causal LM, or of a peft model's base (LoRA layers inside)."""
+    from fpa.models.lora import is_peft_model
+
+    if is_peft_model(model):
+        return model.get_base_model().base_model
+    return model.base_model
 
 
 def _output_weight(model) -> Tensor:
     head = model.get_output_embeddings()
+    if hasattr(head, "base_layer"):  # a peft-adapted output layer: its weight alone is not the layer
+        raise NotImplementedError(f"{type(model).__name__}: an adapted output layer is not supported")
     if getattr(head, "bias", None) is not None:
         raise NotImplementedError(f"{type(model).__name__}: an output layer with a bias is not supported")
     return head.weight
@@ -135,8 +148,12 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 def completion_logprobs(policy, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
                         reference=None, lam: float = 0.0, chunk_size: int = 1024,
-                        position_ids: Tensor | None = None) -> CompletionLogProbs:
+                        position_ids: Tensor | None = None,
+                        reference_context: Callable[[], ContextManager] | None = None) -> CompletionLogProbs:
     """Run the policy (with grad) and the reference (without) and score the completion tokens.
+
+    ``reference_context``: entered around the reference's forward. With LoRA the reference is the
+    policy itself and this disables its adapter (:func:`fpa.models.lora.adapter_disabled`).
 
     ``completion_mask[b, t]`` is True where token t belongs to the completion; prompt tokens and
     padding are never scored. Position t of the result scores token t+1 of ``input_ids``.
@@ -152,7 +169,7 @@ def completion_logprobs(policy, input_ids: Tensor, attention_mask: Tensor, compl
     weight = _output_weight(policy)
     ref_hidden = ref_weight = None
     if reference is not None:
-        with torch.no_grad():
+        with torch.no_grad(), (reference_context() if reference_context is not None else contextlib.nullcontext()):
             ref_hidden = _final_hidden(reference, input_ids, attention_mask, position_ids)[:, :-1][mask]
             ref_weight = _output_weight(reference)
     amp = _autocast_dtype(hidden.device.type)

@@ -7,6 +7,10 @@ log-probs, is gathered there; on one device ``forward`` is a plain call.
 
 Checkpoints hold the policy, the optimizer and the scheduler, never the frozen reference (it is
 reloaded from ``reference_path``); they load with ``weights_only=True``.
+
+With ``lora`` (:class:`fpa.models.lora.LoraSettings`) the model is loaded once and wrapped by peft:
+only the adapters train, and the reference is the same model with its adapter disabled (so FPA's
+future policy anchors to the base's logits). Checkpoints then hold only the adapter weights.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fpa.diagnostics import batch_diagnostics
 from fpa.fpa import FuturePolicy
 from fpa.logprobs import CompletionLogProbs, completion_logprobs
 from fpa.models.loading import load_model
+from fpa.models.lora import LoraSettings, adapter_disabled
 from fpa.data.packing import unpack_logprobs
 from fpa.objectives.base import Objective, ObjectiveInputs
 from fpa.optim import AdamW, WarmupCosine
@@ -38,6 +43,27 @@ def _drop_reference(module, state_dict, prefix, local_metadata) -> None:
 def _reference_not_expected(module, incompatible_keys) -> None:
     missing = incompatible_keys.missing_keys
     missing[:] = [k for k in missing if not k.startswith(REFERENCE)]
+
+
+POLICY = "policy."
+
+
+def _drop_frozen_policy(module, state_dict, prefix, local_metadata) -> None:
+    """With LoRA: only the adapters of the policy are saved (the frozen base is reloaded from its path)."""
+    keep = module.trainable_policy_keys
+    if keep is None:
+        return
+    start = prefix + POLICY
+    for key in [k for k in state_dict if k.startswith(start) and k[len(start):] not in keep]:
+        del state_dict[key]
+
+
+def _frozen_policy_not_expected(module, incompatible_keys) -> None:
+    keep = module.trainable_policy_keys
+    if keep is None:
+        return
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not (k.startswith(POLICY) and k[len(POLICY):] not in keep)]
 
 
 @contextlib.contextmanager
@@ -78,10 +104,14 @@ class OfflineRLModule(L.LightningModule):
                  reference_path: str | None = None, optimizer: AdamW | None = None,
                  scheduler: WarmupCosine | None = None, chunk_size: int = 1024, dtype: str = "float32",
                  gradient_checkpointing: bool = False, trust_remote_code: bool = False,
-                 policy_dtype: str | None = None, sync_loss: bool = True) -> None:
+                 policy_dtype: str | None = None, sync_loss: bool = True, lora: LoraSettings | None = None) -> None:
         super().__init__()
         # Plain values only (strings, numbers): checkpoints stay loadable with weights_only=True.
-        self.save_hyperparameters(ignore=["objective", "fpa", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["objective", "fpa", "optimizer", "scheduler", "lora"])
+        if lora is not None:
+            self.hparams["lora"] = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+                                    "target_modules": list(lora.target_modules)}
+        self.lora = lora
         self.objective = objective
         self.fpa = fpa or FuturePolicy()
         self.optimizer_factory = optimizer or AdamW()
@@ -102,14 +132,22 @@ class OfflineRLModule(L.LightningModule):
         self.policy.train()
         if gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.trainable_policy_keys: set[str] | None = None
+        if lora is not None:  # adapters only; the reference is this model with them disabled
+            self.policy = lora.wrap(self.policy)
+            self.policy.train()
+            self.trainable_policy_keys = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         self.reference = None
-        if self.uses_reference:
+        if self.uses_reference and lora is None:
             self.reference = load_model(reference_path or policy_path, dtype, trust_remote_code, frozen=True)
             self.reference.config.use_cache = False
         self.chunk_size, self.sync_loss = chunk_size, sync_loss
         self.last_batch_idx = 0  # for the NaN guard's message
         self.register_state_dict_post_hook(_drop_reference)
         self.register_load_state_dict_post_hook(_reference_not_expected)
+        if lora is not None:
+            self.register_state_dict_post_hook(_drop_frozen_policy)
+            self.register_load_state_dict_post_hook(_frozen_policy_not_expected)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -126,6 +164,8 @@ class OfflineRLModule(L.LightningModule):
 
         strategy = self.trainer.strategy if self._trainer is not None else None
         dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        if self.lora is not None:
+            raise NotImplementedError("model.lora: LoRA adapters are not supported with sharding (trainer=fsdp)")
         shard_policy_and_reference(self, self.policy, self.reference, dp,
                                    precision=str(self.trainer.precision) if self._trainer is not None else None,
                                    reshard_after_forward=getattr(strategy, "reshard_after_forward", True))
@@ -136,6 +176,13 @@ class OfflineRLModule(L.LightningModule):
 
         A tuple of tensors (not a dataclass) so that FSDP's hooks see the outputs.
         """
+        if self.lora is not None:  # the reference: the policy with its adapter disabled (unsharded: no fsdp)
+            reference = self.policy if self.uses_reference else None
+            lp = completion_logprobs(self.policy, input_ids, attention_mask, completion_mask,
+                                     reference=reference, lam=self.fpa.lam, chunk_size=self.chunk_size,
+                                     position_ids=position_ids,
+                                     reference_context=lambda: adapter_disabled(self.policy))
+            return lp.policy, lp.mask, lp.reference, lp.future
         with _gathered(self.reference):
             lp = completion_logprobs(self.policy, input_ids, attention_mask, completion_mask,
                                      reference=self.reference, lam=self.fpa.lam, chunk_size=self.chunk_size,

@@ -73,7 +73,16 @@ def checkpoint_to_model_dir(ckpt_path: str | Path, out: Path, base_model: str | 
     if not state:
         raise SystemExit(f"fpa-eval: {ckpt_path} holds no policy.* weights")
     model = load_model(str(base), dtype, trust_remote_code=trust_remote_code)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    lora = (ckpt.get("hyper_parameters") or {}).get("lora")
+    if lora:  # a LoRA run's checkpoint holds only the adapters: wrap the base, load them, merge
+        from fpa.models.lora import LoraSettings
+
+        peft_model = LoraSettings(**lora).wrap(model)
+        missing, unexpected = peft_model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if "lora_" in k]
+        model = peft_model.merge_and_unload()
+    else:
+        missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise SystemExit(f"fpa-eval: {ckpt_path} does not fit {base}: missing {sorted(set(missing) - tied)[:5]}, "

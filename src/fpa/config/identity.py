@@ -14,6 +14,8 @@ from typing import Any
 # Dotted keys (prefixes) that never change what a run computes.
 VOLATILE = ("hydra", "paths", "logger", "sweep", "train.resume", "train.resume_override", "train.log_every_n_steps",
             "callbacks.eval", "callbacks.checkpoint")
+# Keys added after runs were made: left out while null, so those runs keep their directory and resume.
+OMIT_IF_NULL = ("model.lora",)
 
 
 def _drop(node: Any, prefix: str) -> Any:
@@ -22,7 +24,7 @@ def _drop(node: Any, prefix: str) -> Any:
     out = {}
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if dotted in VOLATILE:
+        if dotted in VOLATILE or (dotted in OMIT_IF_NULL and value is None):
             continue
         out[key] = _drop(value, dotted + ".")
     return out

@@ -35,8 +35,11 @@ def identity(obj: Any) -> Any:
     if hasattr(obj, "identity") and callable(obj.identity):
         return identity(obj.identity())
     if is_dataclass(obj) and not isinstance(obj, type):
+        # A field marked ``metadata={"identity": "omit_if_none"}`` (one added later, null by default) is
+        # left out while null, so the keys made before it existed stay the same.
         return {"type": _name(type(obj)),
-                **{f.name: identity(getattr(obj, f.name)) for f in fields(obj) if f.init and not f.name.startswith("_")}}
+                **{f.name: identity(getattr(obj, f.name)) for f in fields(obj) if f.init and not f.name.startswith("_")
+                   and not (f.metadata.get("identity") == "omit_if_none" and getattr(obj, f.name) is None)}}
     if isinstance(obj, functools.partial):
         return {"type": _name(obj.func), "args": identity(list(obj.args)), **identity(obj.keywords)}
     if hasattr(obj, "__dict__"):

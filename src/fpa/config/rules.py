@@ -4,7 +4,7 @@
   every token's coefficient is 1/|y|) changes nothing and would load a reference for nothing:
   refused. Detected generically, by evaluating the coefficients at two policies on a synthetic batch.
 - Sequence lengths (``data.max_length``, ``sft.max_length``) must fit the model's positions.
-- Sharded training (``trainer=fsdp``) supports only some precisions.
+- Sharded training (``trainer=fsdp``) supports only some precisions, and no LoRA adapters.
 """
 
 from __future__ import annotations
@@ -69,5 +69,8 @@ def check_train(parts: Any, stage: str = "train") -> None:
         if precision not in SHARDED_PRECISIONS:
             problems.append(f"trainer.precision: {precision} is not supported with sharding (trainer=fsdp); "
                             f"use {', '.join(SHARDED_PRECISIONS)}")
+        if getattr(parts.model, "lora", None) is not None:
+            problems.append("model.lora: LoRA adapters are not supported with sharding (trainer=fsdp); "
+                            "set model.lora=null or use a single-device / ddp trainer")
     if problems:
         raise ConfigError(problems)

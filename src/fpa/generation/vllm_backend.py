@@ -41,8 +41,23 @@ class VLLMGenerator:
         """``batch_size`` caps the sequences vLLM schedules at once; ``engine_options`` go to ``vllm.LLM``
         (e.g. gpu_memory_utilization, tensor_parallel_size, max_model_len, enforce_eager)."""
         vllm, _ = _import_vllm()
-        llm = vllm.LLM(model=model_path, tokenizer=model_path, dtype=dtype, seed=0, max_num_seqs=batch_size,
-                       trust_remote_code=trust_remote_code, **engine_options)
+        from fpa.models.lora import export_merged, is_adapter_dir
+
+        merged = None
+        if is_adapter_dir(model_path):  # a LoRA policy: vLLM reads the merged weights (once, at start)
+            import tempfile
+
+            merged = tempfile.mkdtemp(prefix="fpa-merged-")
+            merge_dtype = dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
+            model_path = str(export_merged(model_path, merged, merge_dtype, trust_remote_code=trust_remote_code))
+        try:
+            llm = vllm.LLM(model=model_path, tokenizer=model_path, dtype=dtype, seed=0, max_num_seqs=batch_size,
+                           trust_remote_code=trust_remote_code, **engine_options)
+        finally:
+            if merged is not None:
+                import shutil
+
+                shutil.rmtree(merged, ignore_errors=True)
         return cls(llm, tokenizer, max_new_tokens=max_new_tokens, progress=progress)
 
     def sample(self, prompts: list[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,

