@@ -130,6 +130,15 @@ def test_stored_ids_are_used_verbatim_over_the_text(tok):
         assert not {k for k in e if k.endswith("_eos") or k in ("prompt", "completion", "completions")}
 
 
+def test_ids_outside_the_vocabulary_are_refused(tok):
+    from fpa.guards import InputError
+
+    r = _rec(tok, "a", "1+2=", "3", 1.0, "stop")
+    r["completion_ids"] = [len(tok) + 5]
+    with pytest.raises(InputError, match=f"token id {len(tok) + 5}.*another tokenizer"):
+        TrajectoryDataModule(tok, "correct", trajectories=[r]).setup()
+
+
 # ---- (d) version-1 sets and bad ids --------------------------------------------------------------------------
 
 V1_FEATURES = datasets.Features({k: v for k, v in TRAJECTORY_FEATURES.items()

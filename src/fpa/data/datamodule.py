@@ -149,10 +149,25 @@ class TrajectoryDataModule(L.LightningDataModule):
             ex["completions_ids"] = [c[:room] for c in ex["completions_ids"]]
         return ex
 
+    def _check_vocabulary(self, examples: list[dict[str, Any]]) -> None:
+        """Stored ids come from the sampling tokenizer: one outside this tokenizer's vocabulary means another."""
+        size = len(self.tokenizer)
+        top = max((max(c, default=-1) for e in examples for c in (
+            [e["prompt_ids"]] + [e[k] for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in e]
+            + e.get("completions_ids", []))), default=-1)
+        if top >= size:
+            from fpa.guards import InputError
+
+            raise InputError(f"the trajectories hold token id {top}, but the tokenizer has {size} tokens: they were "
+                             "sampled with another tokenizer; train from the model that sampled them, or "
+                             "regenerate them with this one")
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        fitted = [self._fit(tokenize_example(e, self.tokenizer)) for e in self.raw_examples]
+        tokenized = [tokenize_example(e, self.tokenizer) for e in self.raw_examples]
+        self._check_vocabulary(tokenized)
+        fitted = [self._fit(e) for e in tokenized]
         self.train_set = [e for e in fitted if e is not None]
         self.n_dropped = len(fitted) - len(self.train_set)
         if not self.train_set:
