@@ -2,8 +2,9 @@
 
 vLLM is imported only when this backend is loaded, so the rest of the project never needs it.
 Prompts are passed as token ids encoded exactly as the ``hf`` backend encodes them (no added
-special tokens; each Sample carries them and the sampled ids), and every prompt gets its own sampling seed, so a prompt's samples depend on
-(seed, its position) and not on how vLLM schedules the batch.
+special tokens; each Sample carries them and the sampled ids), and every prompt gets its own
+sampling seed, so a prompt's samples depend on (seed, its position) and not on how vLLM schedules
+the batch.
 """
 
 from __future__ import annotations
