@@ -242,3 +242,27 @@ def test_real_model_batched_left_padded_ids_match_batch_size_1(smollm_dir, smoll
     for s in batched:
         _check_sample_ids(s, tok, prompts[s.prompt_index], 16)
     assert {s.finish_reason for s in batched} == {"stop", "length"}
+
+
+def test_vllm_backend_passes_on_the_ids(monkeypatch, tok):
+    """vLLM is not installed here: a stand-in engine returns what vLLM's outputs hold."""
+    from types import SimpleNamespace
+
+    from fpa.generation import vllm_backend
+
+    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: kw)
+    monkeypatch.setattr(vllm_backend, "_import_vllm", lambda: (fake_vllm, lambda prompt_token_ids: prompt_token_ids))
+    eos = tok.eos_token_id
+    a, b = _enc(tok, "12"), _enc(tok, "345")
+
+    class Engine:
+        def generate(self, prompts, params, use_tqdm=False):
+            return [SimpleNamespace(prompt_token_ids=p, outputs=[
+                SimpleNamespace(token_ids=tuple(a + [eos]), text="12", finish_reason="stop"),
+                SimpleNamespace(token_ids=tuple(b), text="345", finish_reason="length")]) for p in prompts]
+
+    gen = vllm_backend.VLLMGenerator(Engine(), tok, max_new_tokens=3, progress=False)
+    stop, length = gen.sample(["1+2="], n=2)
+    assert stop.prompt_ids == length.prompt_ids == _enc(tok, "1+2=")
+    assert (stop.completion_ids, stop.finish_reason, stop.n_tokens) == (a + [eos], "stop", len(a))
+    assert (length.completion_ids, length.finish_reason, length.n_tokens) == (b, "length", 3)
