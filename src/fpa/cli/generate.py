@@ -8,7 +8,8 @@
 Started again with the same settings, it skips the shards already written (and writes again one
 truncated or modified since, saying so); a second fpa-generate of the same set waits for the first
 (``<out_dir>.lock``). The output directory holds ``train-*.parquet`` shards
-(``datasets.load_dataset("parquet", data_dir=out_dir)``), a ``manifest.json`` (with each shard's
+(``datasets.load_dataset("parquet", data_dir=out_dir)``; each record holds the prompt's and the
+completion's token ids as sampled, which training scores verbatim), a ``manifest.json`` (with each shard's
 size and SHA-256), ``stats.json`` (per-problem accuracy, pair yield, lengths, tokens/s) and
 ``lengths.png``.
 """

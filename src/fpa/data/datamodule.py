@@ -12,19 +12,36 @@ from fpa.data.collate import Collator
 from fpa.data.examples import BUILDERS
 
 
+TEXT_FIELDS = ("chosen", "rejected", "completion")
+
+
 def tokenize_example(example: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """Token ids for every text field; completions end with EOS so the model learns to stop."""
+    """Token ids of the prompt and every completion.
+
+    Stored ids (``prompt_ids``, ``<field>_ids``: the ids the model saw and sampled) are used verbatim,
+    EOS exactly as stored (a stopped sample ends with it, a length-truncated one does not). Without
+    them the text is tokenised: the prompt as is, a completion with EOS appended so the model learns to
+    stop, unless ``<field>_eos`` is False (a sample cut off at the length limit never emitted EOS).
+    """
     def enc(text: str, eos: bool) -> list[int]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids + [tokenizer.eos_token_id] if eos else ids
 
-    out = {k: v for k, v in example.items() if k not in ("prompt", "chosen", "rejected", "completion", "completions")}
-    out["prompt_ids"] = enc(example["prompt"], eos=False)
-    for field in ("chosen", "rejected", "completion"):
+    def ids_of(stored, text: str, eos: bool) -> list[int]:
+        return [int(t) for t in stored] if stored is not None else enc(text, eos)
+
+    drop = {"prompt", "completions", "completions_eos", *TEXT_FIELDS, *(f"{f}_eos" for f in TEXT_FIELDS)}
+    out = {k: v for k, v in example.items() if k not in drop}
+    out["prompt_ids"] = ids_of(example.get("prompt_ids"), example["prompt"], eos=False)
+    for field in TEXT_FIELDS:
         if field in example:
-            out[f"{field}_ids"] = enc(example[field], eos=True)
+            out[f"{field}_ids"] = ids_of(example.get(f"{field}_ids"), example[field],
+                                         eos=example.get(f"{field}_eos", True))
     if "completions" in example:
-        out["completions_ids"] = [enc(c, eos=True) for c in example["completions"]]
+        n = len(example["completions"])
+        stored = example.get("completions_ids") or [None] * n
+        eos = example.get("completions_eos") or [True] * n
+        out["completions_ids"] = [ids_of(s, c, e) for s, c, e in zip(stored, example["completions"], eos)]
     return out
 
 
@@ -132,10 +149,25 @@ class TrajectoryDataModule(L.LightningDataModule):
             ex["completions_ids"] = [c[:room] for c in ex["completions_ids"]]
         return ex
 
+    def _check_vocabulary(self, examples: list[dict[str, Any]]) -> None:
+        """Stored ids come from the sampling tokenizer: one outside this tokenizer's vocabulary means another."""
+        size = len(self.tokenizer)
+        top = max((max(c, default=-1) for e in examples for c in (
+            [e["prompt_ids"]] + [e[k] for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in e]
+            + e.get("completions_ids", []))), default=-1)
+        if top >= size:
+            from fpa.guards import InputError
+
+            raise InputError(f"the trajectories hold token id {top}, but the tokenizer has {size} tokens: they were "
+                             "sampled with another tokenizer; train from the model that sampled them, or "
+                             "regenerate them with this one")
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        fitted = [self._fit(tokenize_example(e, self.tokenizer)) for e in self.raw_examples]
+        tokenized = [tokenize_example(e, self.tokenizer) for e in self.raw_examples]
+        self._check_vocabulary(tokenized)
+        fitted = [self._fit(e) for e in tokenized]
         self.train_set = [e for e in fitted if e is not None]
         self.n_dropped = len(fitted) - len(self.train_set)
         if not self.train_set:

@@ -2,6 +2,12 @@
 
 Each builder takes trajectories (dicts with problem_id, prompt, completion, reward) and returns a
 list of examples; which builder runs is the objective's ``data`` kind.
+
+Trajectories that carry their sampled token ids (schema version 2) pass them on: ``prompt_ids`` and
+``<field>_ids`` beside each completion text field (``completions_ids`` for groups, None where one
+trajectory has none), which :func:`fpa.data.datamodule.tokenize_example` uses verbatim. A trajectory
+cut off at the length limit (finish_reason ``length``) adds ``<field>_eos: False`` (``completions_eos``
+for groups), so the text path does not append an EOS its sample never emitted.
 """
 
 from __future__ import annotations
@@ -19,6 +25,20 @@ def by_problem(trajectories: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     for t in trajectories:
         groups[t["problem_id"]].append(t)
     return dict(sorted(groups.items()))
+
+
+def _prompt(t: dict[str, Any]) -> Example:
+    return {"prompt": t["prompt"], **({"prompt_ids": t["prompt_ids"]} if t.get("prompt_ids") is not None else {})}
+
+
+def _completion(t: dict[str, Any], name: str) -> Example:
+    """``name`` -> the completion text, plus its stored ids and the no-EOS flag where the trajectory has them."""
+    out: Example = {name: t["completion"]}
+    if t.get("completion_ids") is not None:
+        out[f"{name}_ids"] = t["completion_ids"]
+    if t.get("finish_reason") == "length":
+        out[f"{name}_eos"] = False
+    return out
 
 
 def build_pairs(trajectories, strategy: str = "cap", max_per_problem: int = 4, seed: int = 0,
@@ -40,14 +60,14 @@ def build_pairs(trajectories, strategy: str = "cap", max_per_problem: int = 4, s
             combos = rng.sample(combos, min(1, len(combos)))
         elif strategy == "cap":
             combos = rng.sample(combos, min(max_per_problem, len(combos)))
-        out += [{"problem_id": pid, "prompt": g["prompt"], "chosen": g["completion"], "rejected": b["completion"]}
+        out += [{"problem_id": pid, **_prompt(g), **_completion(g, "chosen"), **_completion(b, "rejected")}
                 for g, b in combos]
     return out
 
 
 def build_unpaired(trajectories, threshold: float = 0.5, **_) -> list[Example]:
     """Every trajectory with a desirable/undesirable label (KTO)."""
-    return [{"problem_id": t["problem_id"], "prompt": t["prompt"], "completion": t["completion"],
+    return [{"problem_id": t["problem_id"], **_prompt(t), **_completion(t, "completion"),
              "label": t["reward"] > threshold} for t in trajectories]
 
 
@@ -58,14 +78,19 @@ def build_groups(trajectories, only_mixed: bool = False, **_) -> list[Example]:
         rewards = [float(r["reward"]) for r in rows]
         if only_mixed and len(set(rewards)) < 2:
             continue
-        out.append({"problem_id": pid, "prompt": rows[0]["prompt"],
-                    "completions": [r["completion"] for r in rows], "rewards": rewards})
+        group = {"problem_id": pid, **_prompt(rows[0]), "completions": [r["completion"] for r in rows],
+                 "rewards": rewards}
+        if any(r.get("completion_ids") is not None for r in rows):
+            group["completions_ids"] = [r.get("completion_ids") for r in rows]
+        if any(r.get("finish_reason") == "length" for r in rows):
+            group["completions_eos"] = [r.get("finish_reason") != "length" for r in rows]
+        out.append(group)
     return out
 
 
 def build_correct(trajectories, threshold: float = 0.5, **_) -> list[Example]:
     """Correct trajectories only (SFT / rejection-sampling fine-tuning)."""
-    return [{"problem_id": t["problem_id"], "prompt": t["prompt"], "completion": t["completion"]}
+    return [{"problem_id": t["problem_id"], **_prompt(t), **_completion(t, "completion")}
             for t in trajectories if t["reward"] > threshold]
 
 

@@ -2,7 +2,8 @@
 
 A trajectory set is a Parquet or JSONL file, or a directory of Parquet shards written by
 :mod:`fpa.data.shards` (``datasets.load_dataset("parquet", data_dir=...)`` loads it as well).
-Every bad record (a missing or mistyped field, an empty completion, a NaN or ±inf reward) is
+Every bad record (a missing or mistyped field, an empty completion, a NaN or ±inf reward, token ids
+that are not lists of non-negative ints) is
 reported as a :class:`RecordError` naming the file, the record index (and the line, for JSONL) and
 the field; ``skip_invalid=True`` drops bad records instead and counts them.
 Reading never modifies a file.
@@ -18,13 +19,21 @@ from typing import Any, Iterator
 import datasets
 import pyarrow.parquet as pq
 
-# The trajectory record and manifest layout. Bump it when fields are added or change meaning (sampled
-# token ids, behaviour / reference log-probs), and teach fpa.data.shards.migrate the step from the
-# version before. Version 1: the fields below; sets written before versioning (no version recorded)
-# have exactly these and are migrated by recording the number. A shard's manifest entry may carry
-# `bytes` and `sha256` (optional: entries without them are checked by row count), so adding them
-# needed no bump: older readers ignore them, and older sets are still read.
-SCHEMA_VERSION = 1
+# The trajectory record and manifest layout. Bump it when fields are added or change meaning (behaviour /
+# reference log-probs), and teach fpa.data.shards.migrate the step from the version before.
+# Version 1: the fields of TRAJECTORY_FEATURES but the ids; sets written before versioning (no version
+# recorded) have exactly these and are migrated by recording the number 1.
+# Version 2 adds `prompt_ids` (the prompt's ids exactly as fed to the generator, no padding) and
+# `completion_ids` (the sampled ids, ending with the EOS id only when finish_reason == "stop"); training
+# scores these ids verbatim instead of re-tokenising the text. A version-1 set is still read as it is (no
+# step rewrites it: its ids cannot be recovered), and trains through the text path; None ids mean the same.
+# A shard's manifest entry may carry `bytes` and `sha256` (optional: entries without them are checked by
+# row count), so adding them needed no bump: older readers ignore them, and older sets are still read.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what this fpa reads; it writes SCHEMA_VERSION
+
+# Token-id fields of version 2: both or neither; None (or absent) means "re-tokenise the text".
+ID_FIELDS = ("prompt_ids", "completion_ids")
 
 # field -> accepted Python types; every trajectory record carries these.
 TRAJECTORY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -57,6 +66,8 @@ TRAJECTORY_FEATURES = datasets.Features({
     "finish_reason": datasets.Value("string"),
     "n_tokens": datasets.Value("int64"),
     "shard": datasets.Value("int64"),
+    "prompt_ids": datasets.Sequence(datasets.Value("int64")),
+    "completion_ids": datasets.Sequence(datasets.Value("int64")),
     "schema_version": datasets.Value("int64"),
     "generator": {
         "model": datasets.Value("string"),
@@ -97,9 +108,27 @@ class SchemaVersionError(ValueError):
 
 
 def check_schema_version(version: Any, where: str | Path) -> None:
-    if version is not None and version != SCHEMA_VERSION:
-        raise SchemaVersionError(f"{where}: trajectory schema version {version}, this fpa reads version "
-                                 f"{SCHEMA_VERSION}; regenerate the set with this version's fpa-generate")
+    if version is not None and version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise SchemaVersionError(f"{where}: trajectory schema version {version}, this fpa reads versions "
+                                 f"{readable}; regenerate the set with this version's fpa-generate")
+
+
+def _check_ids(record: dict[str, Any], path, index: int, line: int | None) -> None:
+    present = [f for f in ID_FIELDS if record.get(f) is not None]
+    if not present:
+        return
+    for field in ID_FIELDS:
+        ids = record.get(field)
+        if ids is None:
+            raise RecordError(path, index, field, f"missing while {present[0]!r} is given (both or neither)", line)
+        if not isinstance(ids, list):
+            raise RecordError(path, index, field, f"expected a list of token ids, got {type(ids).__name__}", line)
+        for k, t in enumerate(ids):
+            if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+                raise RecordError(path, index, field, f"token {k} is {t!r}, expected a non-negative int", line)
+    if not record["completion_ids"]:
+        raise RecordError(path, index, "completion_ids", "empty (a sample has at least one token)", line)
 
 
 def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:
@@ -110,6 +139,7 @@ def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line:
         raise RecordError(path, index, "reward", f"must be a finite number, got {reward!r}", line)
     if not record["completion"].strip():
         raise RecordError(path, index, "completion", "empty completion", line)
+    _check_ids(record, path, index, line)
 
 
 def check_problem(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:

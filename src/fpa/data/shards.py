@@ -68,7 +68,9 @@ def migrate(manifest: dict[str, Any], root: Path) -> bool:
     """Bring a manifest to :data:`SCHEMA_VERSION` in place when a step is known; False if nothing changed.
 
     Sets from before versioning (no ``schema_version``) have version 1's fields: the step records it.
-    Any other version is refused by :func:`check_schema_version`.
+    Version 1 -> 2 has no step: version 2 only adds the sampled token ids, which a version-1 set cannot
+    recover, so a version-1 set stays version 1 and is read as it is (training re-tokenises its text).
+    Any version not in :data:`fpa.data.records.READABLE_VERSIONS` is refused by :func:`check_schema_version`.
     """
     if "schema_version" not in manifest:
         manifest["schema_version"] = 1
@@ -102,7 +104,7 @@ class ShardDirectory:
                                         "to regenerate it") from None
             if migrate(self._manifest, self.root):
                 print(f"fpa: {self.root}: trajectory set from before schema versions, migrated to version "
-                      f"{SCHEMA_VERSION} (its fields are that version's)")
+                      f"{self._manifest['schema_version']} (its fields are that version's)")
                 _write_json_atomic(self.manifest_path, self._manifest)
         return self._manifest
 
@@ -112,6 +114,10 @@ class ShardDirectory:
         config = json.loads(json.dumps(config, sort_keys=True, default=str))  # as it reads back from disk
         if self.manifest_path.exists():
             old = self.manifest
+            if old["schema_version"] != SCHEMA_VERSION:  # one set, one record layout: never mix versions
+                raise ValueError(f"{self.root} holds a trajectory set of schema version {old['schema_version']}; "
+                                 f"this fpa writes version {SCHEMA_VERSION} and cannot resume it: choose another "
+                                 "output directory or delete it")
             if old["config"] != config or old["n_shards"] != n_shards:
                 raise ValueError(f"{self.root} holds a trajectory set made with other settings; "
                                  f"choose another output directory or delete it.\n  there: {old['config']} "

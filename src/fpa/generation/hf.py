@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -15,7 +15,12 @@ class Sample:
     sample_index: int
     completion: str
     finish_reason: str  # "stop" (EOS) or "length"
-    n_tokens: int
+    n_tokens: int  # completion tokens, not counting the EOS
+    # The ids exactly as the model saw and sampled them: the prompt as fed to generate (no padding),
+    # the completion ending with the EOS id only when finish_reason == "stop" (nothing after it).
+    # Empty lists: a generator that does not report ids (the records then carry none: the text path).
+    prompt_ids: list[int] = field(default_factory=list)
+    completion_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -49,13 +54,15 @@ class HFGenerator:
                     else {"do_sample": False}
                 gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
                                           eos_token_id=tok.eos_token_id, top_k=None, **sampling)
-                new = gen[:, enc["input_ids"].shape[1]:]
-                for (i, j), row in zip(chunk, new.tolist()):
+                width = enc["input_ids"].shape[1]
+                fed = [[t for t, m in zip(ids, mask) if m] for ids, mask in
+                       zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist())]  # left padding removed
+                for (i, j), prompt_ids, row in zip(chunk, fed, gen[:, width:].tolist()):
                     stop = tok.eos_token_id in row
                     row = row[: row.index(tok.eos_token_id)] if stop else row
                     n_tokens += len(row) + int(stop)
                     out.append(Sample(i, j, tok.decode(row, skip_special_tokens=True), "stop" if stop else "length",
-                                      len(row)))
+                                      len(row), prompt_ids, row + [tok.eos_token_id] if stop else row))
                 bar.update(len(chunk))
                 bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.0f}")
         finally:

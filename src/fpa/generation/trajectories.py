@@ -74,6 +74,9 @@ def _shard_records(problems: list[Problem], prompts: list[str], samples, task, g
                         "completion": s.completion, "reward": float(v.reward), "outcome": bool(v.outcome),
                         "process": v.process, "extracted_answer": v.extracted, "answer": p.answer,
                         "finish_reason": s.finish_reason, "n_tokens": s.n_tokens, "shard": index,
+                        # the ids the model saw and sampled (None: a generator that reports none)
+                        "prompt_ids": list(s.prompt_ids) if s.completion_ids else None,
+                        "completion_ids": list(s.completion_ids) if s.completion_ids else None,
                         "schema_version": SCHEMA_VERSION,
                         "generator": generator_info})
     return records

@@ -2,8 +2,9 @@
 
 vLLM is imported only when this backend is loaded, so the rest of the project never needs it.
 Prompts are passed as token ids encoded exactly as the ``hf`` backend encodes them (no added
-special tokens), and every prompt gets its own sampling seed, so a prompt's samples depend on
-(seed, its position) and not on how vLLM schedules the batch.
+special tokens; each Sample carries them and the sampled ids), and every prompt gets its own
+sampling seed, so a prompt's samples depend on (seed, its position) and not on how vLLM schedules
+the batch.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ class VLLMGenerator:
         eos = self.tokenizer.eos_token_id
         out, n_tokens = [], 0
         for i, request in enumerate(outputs):
+            prompt_ids = list(request.prompt_token_ids if request.prompt_token_ids is not None else ids[i])
             for j, c in enumerate(request.outputs):
-                toks = list(c.token_ids)
+                toks = list(c.token_ids)  # vLLM keeps the EOS that stopped a sample (and nothing after it)
                 stop = c.finish_reason == "stop"
                 n_tokens += len(toks)
                 length = len(toks) - int(bool(toks) and toks[-1] == eos)
-                out.append(Sample(i, j, c.text, "stop" if stop else "length", length))
+                if not stop and toks and toks[-1] == eos:  # only a stopped sample ends with EOS
+                    toks = toks[:-1]
+                out.append(Sample(i, j, c.text, "stop" if stop else "length", length, prompt_ids, toks))
         self.tokens_per_second = n_tokens / max(time.perf_counter() - start, 1e-9)
         return out

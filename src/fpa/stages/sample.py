@@ -22,7 +22,7 @@ from fpa.prompting import PromptFormat
 from fpa.stages import locks
 from fpa.stages.cache import write_marker
 
-VERSION = "1"
+VERSION = "2"  # 2: records carry the sampled token ids (schema version 2)
 
 
 def rl_problems(task, generate: SamplingSettings, skip: int, data_seed: int):
