@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 from fpa.fpa import FuturePolicy
 from fpa.guards import ConfigError
 from fpa.models.loading import load_model
-from fpa.models.lora import LoraSettings, export_merged, is_adapter_dir
+from fpa.models.export import export_merged
+from fpa.models.lora import LoraSettings, is_adapter_dir
 from fpa.models.tiny import build_tiny_model
 from fpa.module import OfflineRLModule
 from fpa.objectives.dpo import DPO
@@ -151,9 +152,9 @@ def test_adapter_dir_merges_on_load_and_exports(tiny_dir, tmp_path):
 
 
 def test_export_command_line(tiny_dir, tmp_path):
-    from fpa.models.lora import main
+    from fpa.models.export import main
 
-    assert main(["export", tiny_dir, str(tmp_path / "x")]) == 2  # a plain model is not an adapter directory
+    assert main([tiny_dir, str(tmp_path / "x")]) == 2  # a plain model is not an adapter directory
 
 
 def test_config_lora_is_checked_and_refused_with_fsdp():

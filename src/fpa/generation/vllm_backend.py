@@ -42,7 +42,8 @@ class VLLMGenerator:
         """``batch_size`` caps the sequences vLLM schedules at once; ``engine_options`` go to ``vllm.LLM``
         (e.g. gpu_memory_utilization, tensor_parallel_size, max_model_len, enforce_eager)."""
         vllm, _ = _import_vllm()
-        from fpa.models.lora import export_merged, is_adapter_dir
+        from fpa.models.export import export_merged
+        from fpa.models.lora import is_adapter_dir
 
         merged = None
         if is_adapter_dir(model_path):  # a LoRA policy: vLLM reads the merged weights (once, at start)

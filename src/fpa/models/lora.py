@@ -6,7 +6,7 @@ With ``model.lora`` set, the train stage loads the model once and trains only lo
 directory (``adapter_config.json`` + adapter weights + tokenizer); :func:`fpa.models.loading.load_model`
 merges such a directory into a plain model, so evaluation and generation read it unchanged.
 
-    python -m fpa.models.lora export ADAPTER_DIR OUT_DIR   # a merged, plain from_pretrained directory
+    python -m fpa.models.export ADAPTER_DIR OUT_DIR   # a merged, plain from_pretrained directory
 """
 
 from __future__ import annotations
@@ -129,41 +129,3 @@ def merged_model(adapter_dir, base):
 
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
     return peft_model.merge_and_unload()
-
-
-def export_merged(adapter_dir, out_dir, dtype: str = "float32", trust_remote_code: bool = False) -> Path:
-    """Write the merged model of ``adapter_dir`` (and its tokenizer) to ``out_dir`` with ``save_pretrained``."""
-    from fpa.models.loading import load_model, load_tokenizer
-
-    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if not is_adapter_dir(adapter_dir):
-        raise ValueError(f"{adapter_dir}: not an adapter directory (no {ADAPTER_CONFIG})")
-    model = load_model(str(adapter_dir), dtype, trust_remote_code)
-    model.save_pretrained(out_dir)
-    tok_source = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else adapter_base(adapter_dir)
-    load_tokenizer(str(tok_source), trust_remote_code=trust_remote_code).save_pretrained(out_dir)
-    return out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m fpa.models.lora", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="merge an adapter directory into a plain model directory")
-    exp.add_argument("adapter_dir")
-    exp.add_argument("out_dir")
-    exp.add_argument("--dtype", default="float32")
-    exp.add_argument("--trust-remote-code", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        out = export_merged(args.adapter_dir, args.out_dir, args.dtype, args.trust_remote_code)
-    except (ValueError, OSError) as e:
-        print(f"fpa.models.lora export: {e}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
