@@ -207,20 +207,32 @@ class OfflineRLModule(L.LightningModule):
         return ObjectiveInputs(policy=lp.policy, mask=lp.mask, reference=lp.reference, future=lp.future,
                                chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl)
 
+    def logging_step(self) -> bool:
+        """Whether this step's values reach the loggers (Lightning's ``log_every_n_steps``); True outside a Trainer.
+
+        Values logged ``on_step`` on other steps are dropped by Lightning, so the diagnostics, their
+        ``self.log`` bookkeeping and ``train/loss``'s cross-rank all-reduce are skipped there.
+        """
+        if self._trainer is None:
+            return True
+        return bool(self.trainer._logger_connector.should_update_logs)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.last_batch_idx = batch_idx
         x = self.objective_inputs(batch)
         out = self.fpa(self.objective, x)
-        shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
         n = x.policy.shape[0]
-        diag = batch_diagnostics(x, out, self.objective.data, shared)
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)  # the bar's, every step
+        if not self.logging_step():
+            return out.loss
         self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=False, batch_size=n,
                  sync_dist=self.sync_loss)  # the global batch's loss: the mean over data-parallel ranks
+        shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
+        diag = batch_diagnostics(x, out, self.objective.data, shared)
         with torch.no_grad():
             diag.update({f"objective/{k}": v for k, v in self.objective.metrics(x).items()})
         self.log_dict({f"train/{k}": v for k, v in diag.items()}, on_step=True, on_epoch=False, prog_bar=False,
                       batch_size=n)
-        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
 
     def configure_optimizers(self):
