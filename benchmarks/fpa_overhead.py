@@ -1,7 +1,7 @@
 """FPA-DPO (λ=1) against DPO (λ=0) in this project: training-step time and peak memory, same model and data.
 
 Both variants are ``OfflineRLModule`` with the DPO objective and a loaded reference; they differ only
-in ``FuturePolicy.lam``, so the difference is the future policy's log-softmax (one more logsumexp
+in ``FuturePolicy.lam``, so the difference is the future policy's log-softmax (one more log-softmax pass
 per log-prob chunk) and the second coefficient evaluation. A step is what Lightning's automatic
 optimisation runs: ``training_step`` → ``backward`` → ``AdamW.step`` → ``zero_grad`` → scheduler.
 
@@ -34,6 +34,8 @@ CONFIGS = {
     "mid": {"model": {"vocab_size": 32000, "hidden": 512, "layers": 8, "heads": 8, "intermediate": 1536,
                       "max_positions": 1024, "tie": False},
             "pairs": 1, "prompt": 128, "chosen": 384, "rejected": 320, "steps_per_round": 1},
+    # SmolLM2-135M-Instruct (converted from the shipped GGUF), 4 pairs of ~80-token rows as in experiment=smollm
+    "smollm": {"model": "smollm", "pairs": 4, "prompt": 48, "chosen": 40, "rejected": 32, "steps_per_round": 1},
 }
 QUICK = {
     "tiny": {"model": {"vocab_size": None, "hidden": 32, "layers": 1, "heads": 2, "intermediate": 64,
@@ -141,7 +143,7 @@ def run(args) -> str:
         if args.seq and name == "mid" and not args.quick:
             prompt = args.seq // 4
             cfg.update(prompt=prompt, chosen=args.seq - prompt, rejected=(args.seq - prompt) * 5 // 6)
-        path = C.build_model(C.tmpdir(f"overhead-{name}"), **cfg["model"])
+        path = C.model_for(cfg["model"], f"overhead-{name}")
         batch = make_batch(cfg, path)
         tokens = C.batch_tokens(batch)
         steps = cfg["steps_per_round"]

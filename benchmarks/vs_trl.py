@@ -246,26 +246,6 @@ def step_tokens(examples, pairs: int, steps: int) -> float:
     return sum(per) / max(1, len(per))
 
 
-def smollm_model(out: Path) -> Path:
-    """SmolLM2-135M-Instruct converted from the shipped GGUF, with a word-level tokenizer of its vocabulary size."""
-    from fpa.models.gguf import convert_gguf, find_shipped_gguf
-
-    out = Path(out) / "smollm2-135m"
-    if not (out / "config.json").exists():
-        convert_gguf(find_shipped_gguf(), out)
-        vocab = json.loads((out / "config.json").read_text())["vocab_size"]
-        for stale in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-            (out / stale).unlink(missing_ok=True)
-        C.word_tokenizer(vocab).save_pretrained(out)
-    return out
-
-
-def build(cfg: dict, name: str) -> Path:
-    if cfg["model"] == "smollm":
-        return smollm_model(C.tmpdir("trl-smollm"))
-    return C.build_model(C.tmpdir(f"trl-{name}"), **cfg["model"])
-
-
 def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
     if which == "ours":
         return Ours(path, examples, cfg["pairs"], lam=lam)
@@ -378,7 +358,7 @@ def run(args) -> str:
         if args.steps:
             cfg["steps"] = args.steps
         rounds = args.rounds or cfg["rounds"]
-        path = build(cfg, name)
+        path = C.model_for(cfg["model"], f"trl-{name}")
         examples = setup(cfg, path, args.lengths_from)
         width = max(len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples)
         tokens = step_tokens(examples, cfg["pairs"], cfg["steps"])  # non-padding tokens per step
