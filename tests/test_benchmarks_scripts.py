@@ -101,3 +101,19 @@ def test_gpu_lm_head_reports_missing_kernels_as_skipped(monkeypatch, tmp_path, c
     assert "liger: skipped: liger-kernel is not installed" in text
     assert "cce: skipped: cut-cross-entropy is not installed" in text
     assert out_file.read_text() == text
+
+
+def test_gpu_check_lm_head_script_quick(tmp_path):
+    """scripts/gpu_check.sh lm-head --quick on CPU: no GPU, no Liger/CCE needed; the table lands in $OUT."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "GPU_CHECK_LIMIT_S": "200",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCH.parent / "scripts" / "gpu_check.sh"), "lm-head", "--quick"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "== versions" in proc.stdout and "torch" in proc.stdout
+    table = (tmp_path / "gpu_lm_head.md").read_text()
+    assert [r[3] for r in table_rows(table, load("gpu_lm_head").TITLE)] == ["chunked", "chunked_kernel"]
+    assert table in (tmp_path / "gpu_lm_head.log").read_text()
