@@ -90,7 +90,8 @@ def make_inputs(n: int, v: int, hdim: int, dtype, device, seed: int = 0):
     h = rand(n, hdim)
     return {"h": h.requires_grad_(), "w": w.requires_grad_(), "rh": (h.detach() + rand(n, hdim, scale=0.1)),
             "rw": (w.detach() + rand(v, hdim, scale=0.01 * hdim ** -0.5)),
-            "t": torch.randint(0, v, (n,), generator=g, device=device), "go": torch.randn(n, generator=g, device=device)}
+            "t": torch.randint(0, v, (n,), generator=g, device=device),
+            "go": torch.randn(n, generator=g, device=device)}
 
 
 def step(fn, x, lam):
@@ -145,6 +146,12 @@ def fp32_truth(x, lam, chunk_size):
     return [o.float() for o in outs], [x32["h"].grad, x32["w"].grad]
 
 
+def _why(err: Exception) -> str:
+    """One table-safe line: the exception's type and the start of its message."""
+    first = (str(err).splitlines() or [""])[0][:120].replace("|", "/")
+    return f"{type(err).__name__}: {first}"
+
+
 def rel_err(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
@@ -172,7 +179,7 @@ def run_case(n, v, hdim, variants, fns, args, device, dtype, skipped):
         except Exception as err:  # noqa: BLE001  (an OOM or a kernel that fails here is a result, not a crash)
             if cuda:
                 torch.cuda.empty_cache()
-            results[name] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+            results[name] = f"error: {_why(err)}"
             if not isinstance(err, torch.cuda.OutOfMemoryError) and name != "naive":
                 skipped[name] = results[name]
                 fns.pop(name)
@@ -189,7 +196,7 @@ def run_case(n, v, hdim, variants, fns, args, device, dtype, skipped):
                 try:
                     results[name]["ms"].append(timed(live[name], x, args.lam, cuda))
                 except Exception as err:  # noqa: BLE001
-                    results[name] = f"error while timing: {type(err).__name__}: {str(err)[:120]}"
+                    results[name] = f"error while timing: {_why(err)}"
                     live.pop(name)
     del x
     if cuda:
@@ -211,7 +218,8 @@ def run_case(n, v, hdim, variants, fns, args, device, dtype, skipped):
         mem_ratio = ("" if res["peak"] is None or ref is None or not ref["peak"]
                      else f"{res['peak'] / ref['peak']:.2f}")
         time_ratio = "" if ref is None else f"{ms / statistics.median(ref['ms']):.2f}"
-        rows.append([v, n, hdim, name, f"{ms:.2f}", time_ratio, peak, mem_ratio, f"{tflops:.3g}", f"{mfu:.3g}", f"{res['dlogp']:.1e}",
+        rows.append([v, n, hdim, name, f"{ms:.2f}", time_ratio, peak, mem_ratio, f"{tflops:.3g}", f"{mfu:.3g}",
+                     f"{res['dlogp']:.1e}",
                      f"{res['gh']:.1e} / {res['gw']:.1e}"])
     return rows
 
@@ -260,7 +268,8 @@ def run(args) -> str:
         print(f"[gpu_lm_head] V={v} N={n} H={h} done at {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         rows += case_rows
     note = [f"{'CPU float32, toy size (--quick)' if args.quick else 'bf16 inputs'}; λ={args.lam}; "
-            f"chunk_size={args.chunk_size}; {args.warmup} warm-up + {args.repeats} timed rounds (median); {versions()}.",
+            f"chunk_size={args.chunk_size}; {args.warmup} warm-up + {args.repeats} timed rounds (median); "
+            f"{versions()}.",
             f"ms: one forward + backward. peak GB: max_memory_allocated − allocated before the step. "
             f"TFLOP/s and MFU count 12·N·V·H (logits products only) against --peak-tflops {args.peak_tflops:g}"
             f"{' (meaningless on CPU)' if not cuda else ''}. "
