@@ -81,3 +81,39 @@ def test_vs_trl_quick(capsys):
     rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
     assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer"]
     assert table_rows(out, "This project's DPO vs TRL DPOTrainer: peak memory (RSS)")
+
+
+def test_gpu_lm_head_quick(capsys):
+    out = run_quick("gpu_lm_head", capsys)
+    rows = table_rows(out, load("gpu_lm_head").TITLE)
+    assert [r[3] for r in rows] == ["chunked", "chunked_kernel"]
+    assert all(float(r[4]) > 0 and float(r[8]) > 0 for r in rows)  # ms, TFLOP/s
+    assert float(rows[1][10]) < 1e-4  # the kernel path's log-probs equal the chunked path's
+
+
+def test_gpu_lm_head_reports_missing_kernels_as_skipped(monkeypatch, tmp_path, capsys):
+    for name in ("liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional",
+                 "cut_cross_entropy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out_file = tmp_path / "table.md"
+    text = load("gpu_lm_head").main(["--quick", "--variants", "chunked", "liger", "cce", "--out", str(out_file)])
+    assert [r[3] for r in table_rows(text, load("gpu_lm_head").TITLE)] == ["chunked"]
+    assert "liger: skipped: liger-kernel is not installed" in text
+    assert "cce: skipped: cut-cross-entropy is not installed" in text
+    assert out_file.read_text() == text
+
+
+def test_gpu_check_lm_head_script_quick(tmp_path):
+    """scripts/gpu_check.sh lm-head --quick on CPU: no GPU, no Liger/CCE needed; the table lands in $OUT."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "GPU_CHECK_LIMIT_S": "200",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCH.parent / "scripts" / "gpu_check.sh"), "lm-head", "--quick"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "== versions" in proc.stdout and "torch" in proc.stdout
+    table = (tmp_path / "gpu_lm_head.md").read_text()
+    assert [r[3] for r in table_rows(table, load("gpu_lm_head").TITLE)] == ["chunked", "chunked_kernel"]
+    assert table in (tmp_path / "gpu_lm_head.log").read_text()
