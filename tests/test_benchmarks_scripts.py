@@ -117,3 +117,12 @@ def test_gpu_check_lm_head_script_quick(tmp_path):
     table = (tmp_path / "gpu_lm_head.md").read_text()
     assert [r[3] for r in table_rows(table, load("gpu_lm_head").TITLE)] == ["chunked", "chunked_kernel"]
     assert table in (tmp_path / "gpu_lm_head.log").read_text()
+
+
+def test_vs_trl_varlen_quick_includes_the_packed_trainer(capsys):
+    pytest.importorskip("trl")
+    out = load("vs_trl").main(["--quick", "--configs", "varlen", "--no-memory"])
+    rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
+    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer",
+                                    "this project, packed (data.pack=true)"]
+    assert all(float(r[5].replace(",", "")) > 0 for r in rows)  # tokens/s

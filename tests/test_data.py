@@ -22,10 +22,6 @@ TRAJS = ([traj("a", f"r{i}", 1.0) for i in range(2)] + [traj("a", f"w{i}", 0.0) 
          + [traj("b", f"r{i}", 1.0) for i in range(3)] + [traj("c", "r", 1.0), traj("c", "w", 0.0)]
          + [traj("d", f"w{i}", 0.0) for i in range(2)])
 
-# Completions of very different lengths, so that several sequences share a packed row (rows are as wide as
-# the longest sequence): a long right answer and short wrong ones, per problem.
-VARIED = [traj(pid, "r" * 30, 1.0) for pid in "ef"] + [traj(pid, w, 0.0) for pid in "ef" for w in ("w", "ww3", "w" * 9)]
-
 
 @pytest.fixture(scope="module")
 def tok():
@@ -103,24 +99,13 @@ def _batch(tok, kind="pairs", trajs=TRAJS):
 
 
 def test_packed_layout(tok):
-    batch = _batch(tok, "unpaired", VARIED)
+    batch = _batch(tok, "unpaired", TRAJS[:3])
     lengths = batch["attention_mask"].sum(1).tolist()
-    width = max(lengths)
-    rows, row = [], []  # next fit, in order, into rows as wide as the longest sequence
-    for n in lengths:
-        if sum(row) + n > width:
-            rows.append(row)
-            row = []
-        row.append(n)
-    rows.append(row)
-    assert len(rows) < len(lengths)  # the example packs some sequences together
-    assert batch["packed_input_ids"].shape == (len(rows), width)
-    for r, seqs in enumerate(rows):
-        fill = width - sum(seqs)
-        assert batch["packed_position_ids"][r].tolist() == [i for n in seqs for i in range(n)] + list(range(fill))
-        assert not batch["packed_completion_mask"][r, width - fill:].any()  # filler is never scored
+    assert batch["packed_input_ids"].shape == (1, sum(lengths))
+    pos = batch["packed_position_ids"][0].tolist()
+    assert pos == [i for n in lengths for i in range(n)]
     # the same tokens are scored in both layouts, in the same order
-    values = torch.arange(len(rows) * (width - 1), dtype=torch.float).reshape(len(rows), width - 1)
+    values = torch.arange(sum(lengths) - 1, dtype=torch.float)[None]
     out = unpack(values, batch)
     padded_ids = batch["input_ids"][:, 1:][batch["completion_mask"][:, 1:] & batch["attention_mask"][:, 1:].bool()]
     packed_mask = batch["packed_completion_mask"][:, 1:]
@@ -139,8 +124,7 @@ def test_packed_logprobs_equal_padded(tmp_path, tok, attn):
     with torch.no_grad():
         for p in reference.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    batch = _batch(tok, "pairs", TRAJS + VARIED)
-    assert batch["packed_input_ids"].shape[0] < batch["input_ids"].shape[0]  # some rows hold several sequences
+    batch = _batch(tok)
     padded = completion_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                                  reference=reference, lam=0.5)
     packed = completion_logprobs(policy, batch["packed_input_ids"], batch["packed_attention_mask"],
@@ -161,8 +145,7 @@ def test_packed_rows_leak_through_a_2d_mask(tmp_path, tok):
 
     build_tiny_model(tmp_path, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_positions=64)
     model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float64).eval()
-    batch = _batch(tok, "unpaired", VARIED[:1] + VARIED[2:5])  # a long sequence, then three short ones
-    assert batch["packed_input_ids"].shape[0] == 2  # the three short ones share the second row
+    batch = _batch(tok, "unpaired", TRAJS[:2])
     ids, pos = batch["packed_input_ids"], batch["packed_position_ids"]
     weight = model.get_output_embeddings().weight
     mask = batch["packed_completion_mask"][:, 1:]

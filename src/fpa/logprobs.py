@@ -184,11 +184,15 @@ class CompletionLogProbs:
 
 
 def _final_hidden(model, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None) -> Tensor:
-    kwargs = {"position_ids": position_ids} if position_ids is not None else {}
     if position_ids is not None and bool(attention_mask.all()):
-        # A packed row: transformers masks attention per sequence from position_ids only when no
-        # 2D mask is given (an all-ones mask would let sequences attend to each other).
-        attention_mask = None
+        # A packed row: attention within each sequence only, read from position_ids, with no 2D mask (an
+        # all-ones mask would let sequences attend to each other); per-sequence SDPA unless flash-attention.
+        from fpa.models.varlen_attention import packed_attention
+
+        with packed_attention(model):
+            return _body(model)(input_ids=input_ids, attention_mask=None, position_ids=position_ids,
+                                use_cache=False).last_hidden_state
+    kwargs = {"position_ids": position_ids} if position_ids is not None else {}
     return _body(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                         **kwargs).last_hidden_state
 

@@ -108,7 +108,7 @@ class Collator:
             flags = [fa for fa, _ in pairs] + [fb for _, fb in pairs]
         batch = pad_rows(rows, self.pad_id, flags)
         if self.pack:
-            batch.update(pack_rows(rows, self.pad_id))
+            batch.update(pack_rows(rows))
         if self.kl_rows:
             if len(rows) < 2:
                 raise ValueError("KTO's KL estimate needs at least 2 rows per batch")

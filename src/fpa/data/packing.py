@@ -1,20 +1,13 @@
-"""Packing: a batch's sequences laid end to end in rows, positions restarting per sequence.
+"""Padding-free packing: a batch's rows concatenated into one row, positions restarting per sequence.
 
-The model sees ``packed_input_ids`` [R, W] with ``packed_position_ids`` counting 0, 1, ... within
+The model sees ``packed_input_ids`` [1, N] with ``packed_position_ids`` counting 0, 1, ... within
 each sequence. transformers (Llama, Qwen2, ...) turns restarting position ids into a block-diagonal
 causal mask, for sdpa and eager attention as well as flash-attention, but ONLY when the model is
 called with ``attention_mask=None`` and without a KV cache (``use_cache=False``). Given a 2D
 all-ones mask, or with a cache, every packed sequence attends to the ones before it. So a packed
 batch must be run as ``model(input_ids, position_ids=..., attention_mask=None, use_cache=False)``.
 
-Rows are ``W`` = the batch's longest sequence wide and filled in order (next fit: a sequence that
-does not fit in the current row starts the next one), so no sequence is split and sdpa/eager
-attention costs at most W² per row, as in the padded layout: one row of all N tokens would cost N²,
-which on CPU made attention dearer than the padding it saved. The rest of a row is filler, a
-sequence of its own (positions from 0) that is never scored. Only the padding of partly filled rows
-remains (next fit over the batch order).
-
-The objective still sees the padded layout: the packed rows score exactly the tokens the padded
+The objective still sees the padded layout: the packed row scores exactly the tokens the padded
 rows score, in the same (row-major) order, so :func:`unpack` is one ``masked_scatter``. The first
 token of every packed sequence is never scored (it has no predecessor in its own sequence), as in
 the padded layout.
@@ -28,29 +21,20 @@ import torch
 from torch import Tensor
 
 
-def pack_rows(rows, filler_id: int = 0) -> dict[str, Tensor]:
-    """``rows``: (prompt ids, completion ids, ...) tuples → packed [R, W] tensors, keys ``packed_*``."""
-    width = max(len(p) + len(c) for p, c, *_ in rows)
-    out_rows: list[tuple[list[int], list[int], list[bool]]] = [([], [], [])]
+def pack_rows(rows) -> dict[str, Tensor]:
+    """``rows``: (prompt ids, completion ids, ...) tuples → packed [1, N] tensors, keys ``packed_*``."""
+    ids, pos, comp = [], [], []
     for p, c, *_ in rows:
         seq = list(p) + list(c)
-        ids, pos, comp = out_rows[-1]
-        if len(ids) + len(seq) > width:
-            out_rows.append(([], [], []))
-            ids, pos, comp = out_rows[-1]
         ids += seq
         pos += range(len(seq))
         comp += [False] * len(p) + [True] * len(c)
         comp[len(comp) - len(seq)] = False  # a sequence's first token has no predecessor to score it
-    for ids, pos, comp in out_rows:  # filler: its own sequence (positions from 0), never scored
-        fill = width - len(ids)
-        ids += [filler_id] * fill
-        pos += range(fill)
-        comp += [False] * fill
-    return {"packed_input_ids": torch.tensor([r[0] for r in out_rows], dtype=torch.long),
-            "packed_position_ids": torch.tensor([r[1] for r in out_rows], dtype=torch.long),
-            "packed_attention_mask": torch.ones((len(out_rows), width), dtype=torch.long),
-            "packed_completion_mask": torch.tensor([r[2] for r in out_rows], dtype=torch.bool)}
+    n = len(ids)
+    return {"packed_input_ids": torch.tensor([ids], dtype=torch.long),
+            "packed_position_ids": torch.tensor([pos], dtype=torch.long),
+            "packed_attention_mask": torch.ones((1, n), dtype=torch.long),
+            "packed_completion_mask": torch.tensor([comp], dtype=torch.bool)}
 
 
 def scored_mask(batch: dict[str, Tensor], prefix: str = "") -> Tensor:
@@ -59,13 +43,13 @@ def scored_mask(batch: dict[str, Tensor], prefix: str = "") -> Tensor:
 
 
 def unpack(values: Tensor, batch: dict[str, Tensor]) -> Tensor:
-    """Per-position values of the packed rows [R, W-1] → the padded layout [B, T-1] (zero where unscored)."""
+    """Per-position values of the packed row [1, N-1] → the padded layout [B, T-1] (zero where unscored)."""
     padded, packed = scored_mask(batch), scored_mask(batch, "packed_")
     return values.new_zeros(padded.shape).masked_scatter(padded, values[packed])
 
 
 def unpack_logprobs(lp, batch: dict[str, Tensor]):
-    """A ``CompletionLogProbs`` of the packed rows → the same in the padded layout the objectives expect."""
+    """A ``CompletionLogProbs`` of the packed row → the same in the padded layout the objectives expect."""
     def back(v):
         return None if v is None else unpack(v, batch)
 
