@@ -10,8 +10,12 @@ For rows i of one problem's group (same ``group`` id), with verifiable rewards r
 (std with Bessel's correction; 0 for a group of one row.) Per completion token t, with ρ_t = π_θ(y_t)/μ(y_t)
 the ratio to the behaviour policy μ that sampled the completion:
 
-    ℓ_t = −min(ρ_t A_i, clip(ρ_t, 1 − epsilon_low, 1 + epsilon_high) A_i) + β · k3_t,
+    ℓ_t = −min(ρ_t A_i, clip(ρ_t, 1 − epsilon_low, 1 + epsilon_high) A_i) + β · [ρ_t ·] k3_t,
     k3_t = exp(lr_t − lp_t) − (lr_t − lp_t) − 1             (Schulman's unbiased, non-negative KL estimator)
+
+The KL term is weighted by the (unclipped, differentiable) ratio ρ_t when ``kl_bias_correction`` (TRL's
+``use_bias_correction_kl``, its default, after DeepSeek-V3.2): its gradient is then the unbiased gradient of
+KL(π_θ ‖ π_ref) under samples from μ, also on-policy where ρ_t = 1 in value but not in derivative.
 
 and the batch loss aggregates ℓ over completion tokens by ``loss_type``:
 
@@ -46,7 +50,7 @@ class GRPO(Objective):
 
     def __init__(self, beta: float = 0.0, epsilon_low: float = 0.2, epsilon_high: float | None = None,
                  loss_type: str = "grpo", scale_rewards: str = "group", max_completion_length: int | None = None,
-                 eps: float = 1e-4) -> None:
+                 eps: float = 1e-4, kl_bias_correction: bool = True) -> None:
         from fpa import checks
 
         # ``reduce`` only shapes FPA's per-row diagnostics: per-sequence token means for grpo, sums otherwise.
@@ -57,6 +61,7 @@ class GRPO(Objective):
         checks.number("epsilon_low", epsilon_low, 0, 1)
         checks.number("epsilon_high", epsilon_high, 0, optional=True)
         checks.number("eps", eps, 0)
+        checks.flag("kl_bias_correction", kl_bias_correction)
         checks.number("max_completion_length", max_completion_length, 1, integer=True, optional=True)
         if loss_type == "dr_grpo" and max_completion_length is None:
             raise ValueError("max_completion_length: required with loss_type=dr_grpo (its constant normaliser; "
@@ -64,7 +69,7 @@ class GRPO(Objective):
         self.beta, self.loss_type, self.scale_rewards, self.eps = float(beta), loss_type, scale_rewards, float(eps)
         self.epsilon_low = float(epsilon_low)
         self.epsilon_high = self.epsilon_low if epsilon_high is None else float(epsilon_high)
-        self.max_completion_length = max_completion_length
+        self.max_completion_length, self.kl_bias_correction = max_completion_length, kl_bias_correction
         self.needs_reference = self.beta > 0  # only the KL term reads the reference
 
     def advantage(self, x: ObjectiveInputs) -> Tensor:
@@ -98,7 +103,8 @@ class GRPO(Objective):
         loss = -torch.minimum(ratio * adv, clipped * adv)
         if self.beta > 0:
             d = self._require_reference(x) - x.policy
-            loss = loss + self.beta * (torch.exp(d) - d - 1)
+            k3 = torch.exp(d) - d - 1
+            loss = loss + self.beta * (k3 * ratio if self.kl_bias_correction else k3)
         return loss * x.mask
 
     def terms(self, x: ObjectiveInputs) -> Tensor:
@@ -107,7 +113,7 @@ class GRPO(Objective):
         if self.loss_type == "grpo":
             return per_row / x.mask.sum(-1)
         if self.loss_type == "dapo":
-            return per_row * (x.mask.shape[0] / x.mask.sum())
+            return per_row * x.mask.shape[0] / x.mask.sum().to(per_row.dtype)
         return per_row / self.max_completion_length
 
     @torch.no_grad()
@@ -118,7 +124,8 @@ class GRPO(Objective):
         high = (ratio > 1 + self.epsilon_high) & (adv > 0)
         out = {"importance_weight": ratio.mean(), "clipped_frac": (low | high).float().mean(),
                "clipped_frac_low": low.float().mean(), "clipped_frac_high": high.float().mean()}
-        if self.beta > 0:
+        if self.beta > 0:  # the estimate the loss uses: k3, weighted by the ratio with kl_bias_correction
             d = (self._require_reference(x) - x.policy)[x.mask]
-            out["kl"] = (torch.exp(d) - d - 1).mean()
+            k3 = torch.exp(d) - d - 1
+            out["kl"] = (k3 * ratio if self.kl_bias_correction else k3).mean()
         return out
