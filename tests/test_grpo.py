@@ -179,3 +179,54 @@ def test_fpa_train_objective_grpo_smoke(assets, smoke_cfg, tmp_path, lam):
         assert col in columns, col
     steps = [r.split(",")[columns.index("step")] for r in rows if r.split(",")[columns.index("train/loss")]]
     assert len(steps) == 2
+
+
+# ------------------------------------------------------------------------------ data parallelism
+SHARDS = {0: 4, 1: 4}  # rows per rank (equal, as DDP's batches): whole groups of two, unequal token counts
+
+
+def _shard(rank: int):
+    g = torch.Generator().manual_seed(10 + rank)
+    n, T = SHARDS[rank], 5
+    mask = torch.arange(T) < torch.randint(1, T + 1, (n,), generator=g)[:, None]
+    policy = -torch.rand(n, T, generator=g, dtype=torch.float64) * 2 * mask
+    behaviour = (policy + 0.3 * torch.randn(n, T, generator=g, dtype=torch.float64)) * mask
+    reward = torch.rand(n, generator=g, dtype=torch.float64)
+    group = torch.arange(n) // 2 + 10 * rank
+    return policy, behaviour, mask, reward, group
+
+
+def _rank_gradient(policy, behaviour, mask, reward, group, **kw):
+    leaf = policy.clone().requires_grad_()
+    loss = GRPO(**kw)(ObjectiveInputs(policy=leaf, mask=mask, behaviour=behaviour, reward=reward, group=group))
+    (g,) = torch.autograd.grad(loss, leaf)
+    return g
+
+
+def _ddp_worker(rank: int, init_file: str, out: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        for name, kw in DDP_CASES.items():
+            out[(name, rank)] = _rank_gradient(*_shard(rank), **kw)
+    finally:
+        dist.destroy_process_group()
+
+
+DDP_CASES = {"dapo": {"loss_type": "dapo"}, "batch_std": {"scale_rewards": "batch"}}
+
+
+def test_data_parallel_gradient_is_the_global_batch_gradient(tmp_path):
+    """Each rank's gradient, averaged over ranks as DDP does, equals the gradient of the loss on all rows."""
+    import torch.multiprocessing as mp
+
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), out), nprocs=2, join=True)
+    whole = [torch.cat(parts) for parts in zip(*(_shard(r) for r in SHARDS))]
+    for name, kw in DDP_CASES.items():
+        expected = _rank_gradient(*whole, **kw)
+        averaged = torch.cat([out[(name, r)] / len(SHARDS) for r in SHARDS])
+        torch.testing.assert_close(averaged, expected, rtol=1e-12, atol=1e-14, msg=lambda m: f"{name}: {m}")
+        local = torch.cat([_rank_gradient(*_shard(r), **kw) / len(SHARDS) for r in SHARDS])
+        assert not torch.allclose(local, expected), name  # the test can tell global from per-rank statistics

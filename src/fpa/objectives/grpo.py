@@ -29,20 +29,35 @@ term shape the gradient). Under FPA the loss is evaluated at the future policy �
 behaviour log-probs (ρ = π̂/μ; π̂/π_θ when none are stored, see ``ObjectiveInputs.at_future``), so the
 future policy decides which tokens are clipped.
 
-Scope: ``dapo`` normalises by this micro-batch's completion tokens and ``scale_rewards=batch`` by this
-micro-batch's rewards (TRL uses the whole generation batch for both); several optimizer steps per rollout
-batch (TRL's ``num_iterations``) belong to the training loop, not to this loss.
+Under data parallelism ``dapo``'s token count and ``scale_rewards=batch``'s std are over the global batch
+(every rank's rows, as TRL's), so the ranks' averaged gradient is that of the global batch's loss; with
+gradient accumulation they are per micro-batch (TRL's span the accumulation window). Groups are whole
+within a micro-batch (one example per problem), so group statistics are local. Several optimizer steps per
+rollout batch (TRL's ``num_iterations``) belong to the training loop, not to this loss.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from fpa.objectives.base import Objective, ObjectiveInputs
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 SCALES = ("group", "batch", "none")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_sum(values: Tensor) -> Tensor:
+    """``values`` summed over every data-parallel rank (these values when not distributed); no gradient."""
+    values = values.detach().clone()
+    if _distributed():
+        dist.all_reduce(values)
+    return values
 
 
 class GRPO(Objective):
@@ -91,8 +106,11 @@ class GRPO(Objective):
             # Unbiased variance; a one-row group has no spread (its centred reward is 0 anyway).
             var = per_group(centred ** 2) / (count - 1).clamp(min=1)
             std = var.sqrt()[idx]
-        else:
-            std = reward.std() if reward.numel() > 1 else reward.new_zeros(())
+        else:  # over the global batch's rewards, unbiased
+            total, squares, n = global_sum(torch.stack([reward.sum(), (reward ** 2).sum(),
+                                                        reward.new_tensor(float(reward.numel()))]))
+            var = (squares - total ** 2 / n) / (n - 1) if n > 1 else reward.new_zeros(())
+            std = var.clamp(min=0).sqrt()
         return centred / (std + self.eps)
 
     def token_losses(self, x: ObjectiveInputs) -> Tensor:
@@ -112,8 +130,10 @@ class GRPO(Objective):
         per_row = self.token_losses(x).sum(-1)
         if self.loss_type == "grpo":
             return per_row / x.mask.sum(-1)
-        if self.loss_type == "dapo":
-            return per_row * x.mask.shape[0] / x.mask.sum().to(per_row.dtype)
+        if self.loss_type == "dapo":  # Σ tokens' ℓ / (global token count / ranks): DDP's mean gives the global one
+            tokens = global_sum(x.mask.sum().to(per_row.dtype))
+            world = dist.get_world_size() if _distributed() else 1
+            return per_row * x.mask.shape[0] * world / tokens
         return per_row / self.max_completion_length
 
     @torch.no_grad()
