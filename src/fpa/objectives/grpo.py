@@ -107,9 +107,9 @@ class GRPO(Objective):
             var = per_group(centred ** 2) / (count - 1).clamp(min=1)
             std = var.sqrt()[idx]
         else:  # over the global batch's rewards, unbiased
-            total, squares, n = global_sum(torch.stack([reward.sum(), (reward ** 2).sum(),
-                                                        reward.new_tensor(float(reward.numel()))]))
-            var = (squares - total ** 2 / n) / (n - 1) if n > 1 else reward.new_zeros(())
+            total, squares, rows = global_sum(torch.stack([reward.sum(), (reward ** 2).sum(),
+                                                           reward.new_tensor(float(reward.numel()))]))
+            var = (squares - total ** 2 / rows) / (rows - 1) if rows > 1 else reward.new_zeros(())
             std = var.clamp(min=0).sqrt()
         return centred / (std + self.eps)
 
