@@ -204,8 +204,11 @@ class OfflineRLModule(L.LightningModule):
             with torch.no_grad():
                 k = self.logprobs(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
             kl = ObjectiveInputs(policy=k.policy.detach(), mask=k.mask, reference=k.reference, future=k.future)
+        # Behaviour log-probs ([B, T-1], the layout of lp.policy) travel with rollouts that stored them; without
+        # them the objective reads the batch as sampled by the current policy.
         return ObjectiveInputs(policy=lp.policy, mask=lp.mask, reference=lp.reference, future=lp.future,
-                               chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl)
+                               chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl,
+                               behaviour=batch.get("behaviour"))
 
     def logging_step(self) -> bool:
         """Whether this step's values reach the loggers (Lightning's ``log_every_n_steps``); True outside a Trainer.

@@ -36,8 +36,9 @@ def fpa_changes_nothing(objective) -> bool:
     chosen = torch.tensor(chosen)
     group = torch.tensor([0, 0, 1, 1]) if kind == "groups" else torch.arange(b)
     kl = ObjectiveInputs(policy=lp(), mask=mask, reference=lp()) if objective.needs_kl_rows else None
+    # Stored behaviour log-probs: an objective with a ratio to the behaviour policy (GRPO) depends on the policy.
     x = ObjectiveInputs(policy=lp(), mask=mask, reference=lp(), chosen=chosen, reward=chosen.double(), group=group,
-                        kl=kl)
+                        kl=kl, behaviour=lp())
     try:
         a, _ = token_coefficients(objective, x)
         c, _ = token_coefficients(objective, replace(x, policy=lp()))
