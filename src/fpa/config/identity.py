@@ -15,7 +15,7 @@ from typing import Any
 VOLATILE = ("hydra", "paths", "logger", "sweep", "train.resume", "train.resume_override", "train.log_every_n_steps",
             "callbacks.eval", "callbacks.checkpoint")
 # Keys added after runs were made: left out while null, so those runs keep their directory and resume.
-OMIT_IF_NULL = ("model.lora",)
+OMIT_IF_NULL = ("model.lora", "fpa.guard")
 
 
 def _drop(node: Any, prefix: str) -> Any:
