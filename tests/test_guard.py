@@ -158,3 +158,16 @@ def test_run_identity_follows_the_guard_and_not_its_null_default():
     assert config_hash(base) == config_hash(without)  # runs made before the key keep their directory
     hashes = {config_hash(_plain(f"fpa.guard={g}")) for g in ("null", "future", "current")}
     assert len(hashes) == 3
+
+
+@pytest.mark.parametrize("objective,lam,guard", [("simper", 0.0, "future"), ("dpo", 1.0, "current")])
+def test_one_training_step_with_the_guard(objective, lam, guard, smoke_cfg, tmp_path):
+    """End to end: SimPER has no reference of its own, so the guard must load one (else the gate raises)."""
+    from fpa.stages.train import train_policy
+    from fpa.testing import build_model, write_trajectories
+
+    model, trajectories = build_model(tmp_path / "model"), write_trajectories(tmp_path / "traj.jsonl", n_problems=6)
+    parts = train_parts(smoke_cfg(f"objective={objective}", f"fpa.lam={lam}", f"fpa.guard={guard}",
+                                  "train.max_steps=1", "data.batch_size=4", "callbacks.eval.every_n_steps=0",
+                                  "callbacks.eval.at_end=false"))
+    assert train_policy(parts, str(model), trajectories, tmp_path / "run", loggers=False).exists()
