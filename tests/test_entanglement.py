@@ -96,3 +96,18 @@ def test_probe_logs_at_its_steps_matches_an_independent_computation_and_leaves_t
         g_w, g_l, dim=0).item(), rel=1e-4, abs=1e-6)
     assert last["entanglement/norm_chosen"] == pytest.approx(g_w.norm().item(), rel=1e-4)
     assert last["entanglement/norm_rejected"] == pytest.approx(g_l.norm().item(), rel=1e-4)
+
+
+def test_the_report_plots_the_entanglement_curve_when_logged(tmp_path):
+    import pandas as pd
+
+    from fpa.reporting.plots import all_plots
+    from fpa.reporting.runs import Run
+
+    def run(lam, cos):
+        return Run(path=tmp_path, status="finished",
+                   config={"objective": {"_target_": "fpa.objectives.dpo.DPO"}, "fpa": {"lam": lam}},
+                   metrics=pd.DataFrame({"step": [0, 10, 20], "entanglement/cosine": cos}))
+
+    plots = all_plots([run(0.0, [0.1, 0.3, 0.5]), run(1.0, [0.1, 0.2, 0.25])], tmp_path / "out")
+    assert [p.name for p in plots] == ["entanglement_vs_step.png"] and plots[0].stat().st_size > 1000

@@ -171,3 +171,10 @@ def test_one_training_step_with_the_guard(objective, lam, guard, smoke_cfg, tmp_
                                   "train.max_steps=1", "data.batch_size=4", "callbacks.eval.every_n_steps=0",
                                   "callbacks.eval.at_end=false"))
     assert train_policy(parts, str(model), trajectories, tmp_path / "run", loggers=False).exists()
+
+
+def test_a_checkpoint_made_without_the_guard_is_not_resumed_with_it():
+    from fpa.config.identity import differences
+
+    assert differences(_plain(), _plain("fpa.guard=future")) == ["fpa.guard <absent> → future"]
+    assert differences(_plain("fpa.guard=current"), _plain("fpa.guard=future")) == ["fpa.guard current → future"]

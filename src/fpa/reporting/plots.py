@@ -188,5 +188,7 @@ def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> 
         curve_grid(runs, {"chosen": "train/coef/future/chosen", "rejected": "train/coef/future/rejected"},
                    "gradient coefficients at the policy they are taken from (rolling mean of 5 logs)",
                    out / "coef_vs_step.png", "coefficient", smooth=5),
+        curve_grid(runs, {"": "entanglement/cosine"}, "cosine of the chosen and rejected sequence-log-prob gradients "
+                   "on the fixed probe (callbacks.entanglement)", out / "entanglement_vs_step.png", "cosine"),
     ]
     return [p for p in made if p is not None]
