@@ -68,7 +68,7 @@ def check_train(parts: Any, stage: str = "train") -> None:
         if guard is not None and data != "pairs":
             problems.append(f"fpa.guard: {guard} gates the rejected side of pairs, but objective "
                             f"{type(parts.objective).__name__} trains on {data} rows; set fpa.guard=null "
-                            "or use a pair objective (dpo, ipo, rpo, simper)")
+                            "or choose an objective that trains on pairs")
     strategy = (parts.trainer.node.get("strategy") or {}) if parts.trainer is not None else {}
     if isinstance(strategy, dict) and "FSDP" in str(strategy.get("_target_", "")):
         precision = parts.trainer.precision
