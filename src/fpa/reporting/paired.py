@@ -102,12 +102,12 @@ def difference_table(runs) -> str:
         d = run_difference(run.results, run.path)
         if d is None:
             continue
-        lines.append(f"| {run.label} | {run.seed} | {d['reference']:.3f} ± {d['se_reference']:.3f} | "
+        lines.append(f"| {run.label} | {getattr(run, 'data_seed', 0)} | {run.seed} | {d['reference']:.3f} ± {d['se_reference']:.3f} | "
                      f"{d['policy']:.3f} ± {d['se_policy']:.3f} | {d['difference']:+.3f} | "
                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {'yes' if d['excludes_zero'] else 'no'} | "
                      f"{d['n_problems']} |")
     if not lines:
         return ""
-    head = ("| run | seed | reference pass@1 ± se | policy pass@1 ± se | policy − reference | 95% CI (paired "
-            "bootstrap over problems) | excludes 0 | problems |\n|---|---|---|---|---|---|---|---|")
+    head = ("| run | data seed | seed | reference pass@1 ± se | policy pass@1 ± se | policy − reference | 95% CI "
+            "(paired bootstrap over problems) | excludes 0 | problems |\n|---|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(lines) + "\n"
