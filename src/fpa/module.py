@@ -117,13 +117,14 @@ class OfflineRLModule(L.LightningModule):
         self.optimizer_factory = optimizer or AdamW()
         self.scheduler_factory = scheduler or WarmupCosine(warmup_steps=0, total_steps=1000)
         self.hparams["objective"] = f"{type(objective).__module__}.{type(objective).__qualname__}"
-        self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to}
+        self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to,
+                               **({"guard": self.fpa.guard} if self.fpa.guard is not None else {})}
         self.hparams["optimizer"] = {"name": type(self.optimizer_factory).__name__,
                                      **{k: list(v) if isinstance(v, tuple) else v
                                         for k, v in asdict(self.optimizer_factory).items()}}
         self.hparams["scheduler"] = {"name": type(self.scheduler_factory).__name__,
                                      **asdict(self.scheduler_factory)}
-        self.uses_reference = objective.needs_reference or self.fpa.enabled
+        self.uses_reference = objective.needs_reference or self.fpa.needs_reference
         # The policy's master weights: fp32 under bf16-mixed (policy_dtype), else the model's dtype.
         self.policy = load_model(policy_path, policy_dtype or dtype, trust_remote_code)
         self.policy.config.use_cache = False  # training never decodes: no KV cache

@@ -13,9 +13,9 @@ from typing import Any
 
 # Dotted keys (prefixes) that never change what a run computes.
 VOLATILE = ("hydra", "paths", "logger", "sweep", "train.resume", "train.resume_override", "train.log_every_n_steps",
-            "callbacks.eval", "callbacks.checkpoint")
+            "callbacks.eval", "callbacks.checkpoint", "callbacks.entanglement")
 # Keys added after runs were made: left out while null, so those runs keep their directory and resume.
-OMIT_IF_NULL = ("model.lora",)
+OMIT_IF_NULL = ("model.lora", "fpa.guard")
 
 
 def _drop(node: Any, prefix: str) -> Any:

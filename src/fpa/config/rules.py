@@ -3,6 +3,7 @@
 - FPA (λ > 0) on an objective whose gradient coefficients do not depend on the policy (SFT / RFT:
   every token's coefficient is 1/|y|) changes nothing and would load a reference for nothing:
   refused. Detected generically, by evaluating the coefficients at two policies on a synthetic batch.
+- The future guard (``fpa.guard``) gates pairs: refused for objectives that do not train on pairs.
 - Sequence lengths (``data.max_length``, ``sft.max_length``) must fit the model's positions.
 - Sharded training (``trainer=fsdp``) supports only some precisions, and no LoRA adapters.
 """
@@ -64,6 +65,11 @@ def check_train(parts: Any, stage: str = "train") -> None:
             problems.append(f"fpa.lam: λ={lam} with objective {type(parts.objective).__name__} does nothing: its "
                             "gradient coefficients do not depend on the policy, so there is no future policy to "
                             "anchor to a reference (and one would be loaded for nothing); set fpa.lam=0")
+        guard, data = getattr(parts.fpa, "guard", None), getattr(parts.objective, "data", None)
+        if guard is not None and data != "pairs":
+            problems.append(f"fpa.guard: {guard} gates the rejected side of pairs, but objective "
+                            f"{type(parts.objective).__name__} trains on {data} rows; set fpa.guard=null "
+                            "or choose an objective that trains on pairs")
     strategy = (parts.trainer.node.get("strategy") or {}) if parts.trainer is not None else {}
     if isinstance(strategy, dict) and "FSDP" in str(strategy.get("_target_", "")):
         precision = parts.trainer.precision
