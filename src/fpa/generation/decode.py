@@ -1,9 +1,11 @@
 """A lean sampling loop over a causal LM with a KV cache, for :class:`fpa.generation.hf.HFGenerator`.
 
 It samples what transformers ``generate`` samples for the same left-padded batch and the same global
-RNG state (temperature, then top-p, then ``torch.multinomial``; argmax at temperature 0), with two
+RNG state (temperature, then top-p, then ``torch.multinomial``; argmax at temperature 0), with three
 differences in the work done, not in the result:
 
+- identical rows (the ``n`` samples of one prompt) share one prefill: the prompt runs through the
+  model once and its KV cache rows are copied;
 - a row that produced EOS leaves the batch: its KV cache rows, mask and position are dropped, so
   later steps run the model on the unfinished rows only (``generate`` keeps computing finished
   rows, padding them, until every row is done);
@@ -66,6 +68,15 @@ def _scores(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
     return logits
 
 
+COMPACT = 0.25  # finished rows leave the batch once they are this share of it (each compaction copies the cache)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch, as ``generate`` makes them (pads get 1; they are masked anyway)."""
+    positions = mask.cumsum(-1) - 1
+    return positions.masked_fill_(mask == 0, 1)
+
+
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int, eos_id: int,
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
@@ -82,12 +93,18 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     cache = DynamicCache(config=model.config)
     cache_arg = _cache_kwarg(model)
     mask = attention_mask.long()
-    positions = mask.cumsum(-1) - 1
-    positions.masked_fill_(mask == 0, 1)  # as generate: pad positions get 1 (they are masked anyway)
     rows = torch.arange(batch, device=device)  # original row of each row still decoding
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                   logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
-    position = positions[:, -1:] + 1
+    # identical prompts (the n samples of a prompt) go through the model once; their cache rows are then copied
+    unique, copies = torch.unique(torch.cat([input_ids, mask], dim=1), dim=0, return_inverse=True)
+    width = input_ids.shape[1]
+    first_ids, first_mask = (unique[:, :width], unique[:, width:]) if len(unique) < batch else (input_ids, mask)
+    logits = model(input_ids=first_ids, attention_mask=first_mask, position_ids=_positions(first_mask),
+                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+    if len(unique) < batch:
+        cache.batch_select_indices(copies)
+        logits = logits[copies]
+    position = _positions(mask)[:, -1:] + 1
+    going = torch.ones(batch, dtype=torch.bool, device=device)  # per row in the batch: not finished yet
     sample = temperature > 0
     for step in range(max_new_tokens):
         if sample:
@@ -96,16 +113,19 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             tokens = (scores.softmax(dim=-1) / noise[rows]).argmax(dim=-1)  # torch.multinomial(probs, 1)
         else:
             tokens = logits.float().argmax(dim=-1)
-        out[rows, step] = tokens
+        tokens = torch.where(going, tokens, pad_id)  # rows already done (kept until the next compaction)
+        out[rows[going], step] = tokens[going]
         if step == max_new_tokens - 1:
             break
-        going = tokens != eos_id
+        going = going & (tokens != eos_id)
         if not bool(going.all()):
-            if not bool(going.any()):
+            n_going = int(going.sum())
+            if n_going == 0:
                 break
-            keep = going.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            rows, tokens, mask, position = rows[keep], tokens[keep], mask[keep], position[keep]
+            if going.numel() - n_going >= max(1, int(COMPACT * going.numel())):
+                keep = going.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, tokens, mask, position, going = rows[keep], tokens[keep], mask[keep], position[keep], going[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                        **{cache_arg: cache}).logits[:, -1]
