@@ -294,6 +294,21 @@ def test_hf_generator_is_deterministic_ordered_and_matches_generate(lively):
         assert len(s.completion_ids) == s.n_tokens + stop and (stop or s.n_tokens == 10)
 
 
+def test_decode_through_a_lora_wrapper(lively):
+    """The evaluation samples the policy as trained, a peft model under LoRA: the cache reaches the base model."""
+    pytest.importorskip("peft")
+    from fpa.generation.hf import HFGenerator
+    from fpa.models.lora import LoraSettings
+
+    tok = load_tokenizer(lively)
+    model = LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]).wrap(load_model(lively, "float32"))
+    gen = HFGenerator(model, tok, batch_size=5, max_new_tokens=12, progress=False)
+    assert supported(model)
+    loop = gen.sample(PROMPTS, n=2, temperature=1.0, seed=2)
+    gen.engine = "generate"
+    assert gen.sample(PROMPTS, n=2, temperature=1.0, seed=2) == loop
+
+
 def test_a_generation_config_with_more_than_temperature_and_top_p_uses_generate(lively, monkeypatch):
     tok = load_tokenizer(lively)
     gen = HFBackend.load(lively, tok, batch_size=4, max_new_tokens=6, progress=False)

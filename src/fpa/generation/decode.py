@@ -51,9 +51,12 @@ def supported(model) -> bool:
     return all(getattr(own, f, None) == getattr(default, f, None) for f in _EXTRA_FIELDS)
 
 
-def _cache_kwarg(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"  # transformers >= 5.25 renamed it
+def _forward_kwargs(model) -> tuple[str, bool]:
+    """(name of the cache argument, whether ``logits_to_keep`` is taken) of the model's own forward; a LoRA
+    (peft) wrapper forwards ``**kwargs`` to the model it wraps, so its base model's forward decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params  # 5.25 renamed it
 
 
 def _scores(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -91,7 +94,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     if max_new_tokens <= 0:
         return out
     cache = DynamicCache(config=model.config)
-    cache_arg = _cache_kwarg(model)
+    cache_arg, keep_arg = _forward_kwargs(model)
     mask = attention_mask.long()
     rows = torch.arange(batch, device=device)  # original row of each row still decoding
     # identical prompts (the n samples of a prompt) go through the model once; their cache rows are then copied
@@ -99,7 +102,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     width = input_ids.shape[1]
     first_ids, first_mask = (unique[:, :width], unique[:, width:]) if len(unique) < batch else (input_ids, mask)
     logits = model(input_ids=first_ids, attention_mask=first_mask, position_ids=_positions(first_mask),
-                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+                   use_cache=True, **{cache_arg: cache}, **({"logits_to_keep": 1} if keep_arg else {})).logits[:, -1]
     if len(unique) < batch:
         cache.batch_select_indices(copies)
         logits = logits[copies]
