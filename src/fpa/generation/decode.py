@@ -6,9 +6,10 @@ differences in the work done, not in the result:
 
 - identical rows (the ``n`` samples of one prompt) share one prefill: the prompt runs through the
   model once and its KV cache rows are copied;
-- a row that produced EOS leaves the batch: its KV cache rows, mask and position are dropped, so
-  later steps run the model on the unfinished rows only (``generate`` keeps computing finished
-  rows, padding them, until every row is done);
+- rows that produced EOS leave the batch (their KV cache rows, mask and position are dropped) once
+  they are ``COMPACT`` (a quarter) of it, so later steps run the model on the unfinished rows only
+  (``generate`` keeps computing finished rows, padding them, until every row is done); waiting for
+  a quarter bounds the cache copies a compaction costs;
 - none of ``generate``'s per-step machinery (input preparation, stopping criteria objects, the
   processor list of the model's generation config).
 
@@ -74,6 +75,16 @@ def _scores(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
 COMPACT = 0.25  # finished rows leave the batch once they are this share of it (each compaction copies the cache)
 
 
+def multinomial_draw(probs: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """One token per row of ``probs`` (the rows ``rows`` of a batch of ``batch``), as ``torch.multinomial(p, 1)``
+    on the whole batch would draw them: ``argmax(p / q)``, ``q ~ Exp(1)`` of shape ``[batch, V]``."""
+    noise = torch.empty((batch, probs.shape[-1]), dtype=probs.dtype, device=probs.device).exponential_(1)
+    return (probs / noise[rows]).argmax(dim=-1)
+
+
+draw = multinomial_draw  # the sampler decode uses (benchmarks/generation_throughput.py times another)
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids of a left-padded batch, as ``generate`` makes them (pads get 1; they are masked anyway)."""
     positions = mask.cumsum(-1) - 1
@@ -112,8 +123,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     for step in range(max_new_tokens):
         if sample:
             scores = _scores(logits.float(), temperature, top_p)
-            noise = torch.empty((batch, scores.shape[-1]), dtype=scores.dtype, device=device).exponential_(1)
-            tokens = (scores.softmax(dim=-1) / noise[rows]).argmax(dim=-1)  # torch.multinomial(probs, 1)
+            tokens = draw(scores.softmax(dim=-1), rows, batch)
         else:
             tokens = logits.float().argmax(dim=-1)
         tokens = torch.where(going, tokens, pad_id)  # rows already done (kept until the next compaction)
