@@ -145,7 +145,8 @@ def run(args) -> str:
     compact = decode.COMPACT
     path, fmt = make_model(args)
     tok = load_tokenizer(str(path))
-    prompts = [fmt(q.question, tok) for q in ArithTask(n_terms=2, max_operand=50).problems("train", args.prompts, seed=0)]
+    problems = ArithTask(n_terms=2, max_operand=50).problems("train", args.prompts, seed=0)
+    prompts = [fmt(q.question, tok) for q in problems]
     lengths = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in prompts]
     by_length = sorted(range(len(prompts)), key=lambda i: lengths[i])
     settings = dict(n=args.n, temperature=args.temperature, top_p=args.top_p, seed=0)
@@ -185,8 +186,8 @@ def run(args) -> str:
         for v in args.variants:
             r = rounds[(bs, v)]
             same = "" if v == args.variants[0] else ("yes" if r[0]["ids"] == base[0]["ids"] else "no")
-            rows.append([bs, v, f"{len(prompts)}×{args.n}", C.median(x["tokens"] for x in r), C.seg(r), C.seg(r, "cpu"),
-                         C.seg(r, "tok_s"), C.median(x["tokens"] / x["cpu"] for x in r),
+            rows.append([bs, v, f"{len(prompts)}×{args.n}", C.median(x["tokens"] for x in r), C.seg(r),
+                         C.seg(r, "cpu"), C.seg(r, "tok_s"), C.median(x["tokens"] / x["cpu"] for x in r),
                          "" if v == args.variants[0] else C.ratio_text(base, r),
                          "" if v == args.variants[0] else C.ratio_text(base, r, "cpu"), same])
     n_params = sum(p.numel() for p in next(iter(gens.values())).model.parameters())
@@ -198,8 +199,8 @@ def run(args) -> str:
                         f"{args.max_new_tokens}, temperature {args.temperature}, top_p {args.top_p}, fp32; median "
                         f"of {args.rounds} interleaved rounds after a warm-up; speed-up = median [quartiles] of "
                         f"the per-round time ratios (wall; CPU: this process's CPU time, which is what a "
-                        f"single-threaded run costs when other processes hold the cores); same samples = every completion's ids equal the first "
-                        f"variant's.")
+                        f"single-threaded run costs when other processes hold the cores); same samples = every "
+                        f"completion's ids equal the first variant's.")
 
 
 def export(args, path: Path, tok, prompts: list[str]) -> None:
