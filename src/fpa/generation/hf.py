@@ -46,8 +46,10 @@ class HFGenerator:
         """``[B, <= max_new_tokens]`` new ids of a left-padded batch (pad after EOS), RNG already seeded."""
         tok = self.tokenizer
         if self.engine == "loop" and supported(self.model):
+            eos = -1 if tok.eos_token_id is None else tok.eos_token_id  # none: every row runs to max_new_tokens
+            pad = tok.pad_token_id if tok.pad_token_id is not None else max(eos, 0)
             return decode(self.model, enc["input_ids"], enc["attention_mask"], max_new_tokens=self.max_new_tokens,
-                          eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, temperature=temperature, top_p=top_p)
+                          eos_id=eos, pad_id=pad, temperature=temperature, top_p=top_p)
         if self.engine not in ("loop", "generate"):
             raise ValueError(f"engine must be 'loop' or 'generate', got {self.engine!r}")
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
