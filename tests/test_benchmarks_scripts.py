@@ -66,8 +66,10 @@ def test_logprob_memory_skips_what_would_not_fit(capsys):
 
 def test_generation_throughput_quick(capsys):
     out = run_quick("generation_throughput", capsys)
-    rows = table_rows(out, "hf backend generation throughput (tiny model)")
-    assert [r[0] for r in rows] == ["1", "8"] and all(float(r[4].replace(",", "")) > 0 for r in rows)
+    rows = table_rows(out, "hf backend generation throughput (tiny)")
+    assert [(r[0], r[1]) for r in rows] == [("1", "baseline"), ("1", "new"), ("8", "baseline"), ("8", "new")]
+    assert all(float(r[6].replace(",", "")) > 0 for r in rows)
+    assert [r[10] for r in rows if r[1] == "new"] == ["yes", "yes"]  # the decode loop samples what generate did
 
 
 def test_optimizer_step_quick(capsys):

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 
 from testconfig import compose_config
 from fpa.data.records import load_trajectories
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import length_histogram, trajectory_report
 from fpa.generation.backends import BACKENDS, HFBackend, load_backend
+from fpa.generation.decode import decode, supported
 from fpa.generation.trajectories import SamplingSettings, shard_seed, write_trajectory_set
-from fpa.models.loading import load_tokenizer
+from fpa.models.loading import load_model, load_tokenizer
 from fpa.models.tiny import build_tiny_model
 from fpa.prompting import PromptFormat
 from fpa.tasks.arith import ArithTask
@@ -176,6 +178,146 @@ def test_vllm_backend(tmp_path):
     assert all(s.n_tokens <= 6 and s.finish_reason in ("stop", "length") for s in a)
     assert [s.completion for s in gen.sample(["1+2=\n", "3+4=\n"], n=2, seed=5)] == [s.completion for s in a]
     assert gen.tokens_per_second > 0
+
+
+# ---- the hf backend's decode loop (fpa.generation.decode) -----------------------------------------------------
+
+PROMPTS = ["1+2=\n", "13+4=\n", "7+18+9=\n", "40+2=\n", "5=\n", "99+99+1=\n"]  # 5-10 chars: left padding
+
+
+@pytest.fixture(scope="module")
+def lively(tmp_path_factory) -> str:
+    """A tiny model with larger random weights, so greedy completions differ from prompt to prompt."""
+    out = tmp_path_factory.mktemp("lively")
+    build_tiny_model(out, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=64)
+    model = load_model(str(out), "float32")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    model.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def lively_model(lively):
+    return load_model(lively, "float32", frozen=True).eval(), load_tokenizer(lively)
+
+
+def _batch(tok, prompts):
+    tok.padding_side = "left"
+    return tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def _stop_token(rows: list[list[int]], pad: int) -> int:
+    """A token that first occurs at >= 3 different steps and not in every row: used as EOS, rows finish at
+    different steps and at least one runs to the end, so rows leave the batch while others go on."""
+    scored = [(len({r.index(t) for r in rows if t in r}), -t) for t in set(sum(rows, [])) - {pad}
+              if any(t not in r for r in rows)]
+    firsts, t = max(scored)
+    assert firsts >= 3, rows
+    return -t
+
+
+def _generate(model, enc, eos: int, pad: int, new: int, **sampling) -> list[list[int]]:
+    out = model.generate(**enc, max_new_tokens=new, eos_token_id=eos, pad_token_id=pad, top_k=None, **sampling)
+    rows = out[:, enc["input_ids"].shape[1]:].tolist()
+    return [r + [pad] * (new - len(r)) for r in rows]
+
+
+def _stops(rows: list[list[int]], eos: int) -> set[int]:
+    return {r.index(eos) if eos in r else len(r) for r in rows}
+
+
+def test_greedy_decode_does_not_depend_on_the_batch(lively_model):
+    """Rows that finish leave the batch: greedy ids equal one-prompt-at-a-time decoding and generate's."""
+    model, tok = lively_model
+    enc, pad, new = _batch(tok, PROMPTS), tok.pad_token_id, 16
+    free = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new, eos_id=-1, pad_id=pad,
+                  temperature=0).tolist()
+    eos = _stop_token(free, pad)
+    batched = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new, eos_id=eos, pad_id=pad,
+                     temperature=0).tolist()
+    assert len(_stops(batched, eos)) >= 3 and new in _stops(batched, eos)  # rows left at different steps
+    one_by_one = []
+    for p in PROMPTS:
+        e = _batch(tok, [p])
+        one_by_one += decode(model, e["input_ids"], e["attention_mask"], max_new_tokens=new, eos_id=eos, pad_id=pad,
+                             temperature=0).tolist()
+    assert batched == one_by_one
+    assert batched == _generate(model, enc, eos, pad, new, do_sample=False)
+    for row, row_free in zip(batched, free):  # up to its EOS a row is what it would be without stopping
+        k = row.index(eos) + 1 if eos in row else new
+        assert row[:k] == row_free[:k] and all(t == pad for t in row[k:])
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_sampled_decode_equals_generate(lively_model, temperature, top_p):
+    """Same RNG state, same samples as transformers generate, with repeated prompts (one shared prefill)
+    and rows leaving the batch."""
+    model, tok = lively_model
+    prompts = [p for p in PROMPTS for _ in range(3)]
+    enc, pad, new = _batch(tok, prompts), tok.pad_token_id, 16
+    torch.manual_seed(11)
+    free = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new, eos_id=-1, pad_id=pad,
+                  temperature=temperature, top_p=top_p).tolist()
+    eos = _stop_token(free, pad)
+    torch.manual_seed(11)
+    ours = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new, eos_id=eos, pad_id=pad,
+                  temperature=temperature, top_p=top_p).tolist()
+    torch.manual_seed(11)
+    theirs = _generate(model, enc, eos, pad, new, do_sample=True, temperature=temperature, top_p=top_p)
+    assert ours == theirs
+    assert len(_stops(ours, eos)) >= 3 and len({tuple(r) for r in ours}) > len(PROMPTS)  # samples of a prompt differ
+
+
+def test_hf_generator_is_deterministic_ordered_and_matches_generate(lively):
+    tok = load_tokenizer(lively)
+    gen = HFBackend.load(lively, tok, batch_size=4, max_new_tokens=10, progress=False)
+    assert gen.engine == "loop" and supported(gen.model)
+    a = gen.sample(PROMPTS, n=3, temperature=1.0, seed=5)
+    assert [(s.prompt_index, s.sample_index) for s in a] == [(i, j) for i in range(len(PROMPTS)) for j in range(3)]
+    assert gen.sample(PROMPTS, n=3, temperature=1.0, seed=5) == a
+    assert [s.completion_ids for s in gen.sample(PROMPTS, n=3, temperature=1.0, seed=6)] != [s.completion_ids
+                                                                                              for s in a]
+    gen.engine = "generate"  # the previous path: the same samples
+    assert gen.sample(PROMPTS, n=3, temperature=1.0, seed=5) == a
+    gen.engine = "loop"
+    greedy = gen.sample(PROMPTS, n=2, temperature=0)
+    gen.batch_size = 1
+    assert gen.sample(PROMPTS, n=2, temperature=0) == greedy
+    for s in a:
+        assert s.prompt_ids == tok(PROMPTS[s.prompt_index], add_special_tokens=False)["input_ids"]
+        stop = s.finish_reason == "stop"
+        assert s.completion_ids[-1:] == ([tok.eos_token_id] if stop else s.completion_ids[-1:])
+        assert len(s.completion_ids) == s.n_tokens + stop and (stop or s.n_tokens == 10)
+
+
+def test_decode_through_a_lora_wrapper(lively):
+    """The evaluation samples the policy as trained, a peft model under LoRA: the cache reaches the base model."""
+    pytest.importorskip("peft")
+    from fpa.generation.hf import HFGenerator
+    from fpa.models.lora import LoraSettings
+
+    tok = load_tokenizer(lively)
+    model = LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]).wrap(load_model(lively, "float32"))
+    gen = HFGenerator(model, tok, batch_size=5, max_new_tokens=12, progress=False)
+    assert supported(model)
+    loop = gen.sample(PROMPTS, n=2, temperature=1.0, seed=2)
+    gen.engine = "generate"
+    assert gen.sample(PROMPTS, n=2, temperature=1.0, seed=2) == loop
+
+
+def test_a_generation_config_with_more_than_temperature_and_top_p_uses_generate(lively, monkeypatch):
+    tok = load_tokenizer(lively)
+    gen = HFBackend.load(lively, tok, batch_size=4, max_new_tokens=6, progress=False)
+    expected = gen.sample(PROMPTS[:3], n=2, seed=1)
+    gen.model.generation_config.repetition_penalty = 1.3
+    assert not supported(gen.model)
+    monkeypatch.setattr("fpa.generation.hf.decode", lambda *a, **k: pytest.fail("decode loop used"))
+    penalised = gen.sample(PROMPTS[:3], n=2, seed=1)
+    assert len(penalised) == 6 and penalised != expected  # generate applied the penalty
 
 
 def overrides(tmp_path):

@@ -1,4 +1,11 @@
-"""Sampling backend on transformers ``generate`` (batched, KV cache); runs on CPU and GPU."""
+"""Sampling backend on transformers (batched, KV cache); runs on CPU and GPU.
+
+Jobs (prompt, sample) are batched in order, ``batch_size`` at a time, left-padded; batch ``b`` seeds the
+global torch RNG with ``seed * 1_000_003 + b``, so the same seed and batch size give the same samples.
+Each batch is decoded by :func:`fpa.generation.decode.decode` (finished rows leave the batch; the same
+samples as ``generate``) or, where the model's generation config asks for more than temperature/top-p,
+or with ``engine="generate"``, by transformers ``generate``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
+
+from fpa.generation.decode import decode, supported
 
 
 @dataclass
@@ -31,6 +40,23 @@ class HFGenerator:
     max_new_tokens: int = 64
     progress: bool = True
     tokens_per_second: float = 0.0  # of the last ``sample`` call
+    engine: str = "loop"  # "loop": fpa.generation.decode where supported; "generate": transformers generate
+
+    def _new_tokens(self, enc, temperature: float, top_p: float) -> torch.Tensor:
+        """``[B, <= max_new_tokens]`` new ids of a left-padded batch (pad after EOS), RNG already seeded."""
+        tok = self.tokenizer
+        if self.engine == "loop" and supported(self.model):
+            eos = -1 if tok.eos_token_id is None else tok.eos_token_id  # none: every row runs to max_new_tokens
+            pad = tok.pad_token_id if tok.pad_token_id is not None else max(eos, 0)
+            return decode(self.model, enc["input_ids"], enc["attention_mask"], max_new_tokens=self.max_new_tokens,
+                          eos_id=eos, pad_id=pad, temperature=temperature, top_p=top_p)
+        if self.engine not in ("loop", "generate"):
+            raise ValueError(f"engine must be 'loop' or 'generate', got {self.engine!r}")
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
+            else {"do_sample": False}
+        gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=tok.eos_token_id, top_k=None, **sampling)
+        return gen[:, enc["input_ids"].shape[1]:]
 
     @torch.no_grad()
     def sample(self, prompts: list[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
@@ -50,14 +76,10 @@ class HFGenerator:
                 enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
                 torch.manual_seed(seed * 1_000_003 + b)
-                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
-                    else {"do_sample": False}
-                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                          eos_token_id=tok.eos_token_id, top_k=None, **sampling)
-                width = enc["input_ids"].shape[1]
+                new = self._new_tokens(enc, temperature, top_p)
                 fed = [[t for t, m in zip(ids, mask) if m] for ids, mask in
                        zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist())]  # left padding removed
-                for (i, j), prompt_ids, row in zip(chunk, fed, gen[:, width:].tolist()):
+                for (i, j), prompt_ids, row in zip(chunk, fed, new.tolist()):
                     stop = tok.eos_token_id in row
                     row = row[: row.index(tok.eos_token_id)] if stop else row
                     n_tokens += len(row) + int(stop)
