@@ -1,0 +1,183 @@
+"""train.precompute_reference: the reference's token log-probs computed once, cached, served with the batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from testconfig import compose_config
+from fpa.config.parts import train_parts
+from fpa.data.datamodule import TrajectoryDataModule
+from fpa.data.reference import KEY, enabled
+from fpa.fpa import FuturePolicy
+from fpa.guards import ConfigError
+from fpa.logprobs import completion_logprobs
+from fpa.models.loading import load_model, load_tokenizer
+from fpa.module import OfflineRLModule
+from fpa.objectives import DPO, IPO, KTO, RPO, SFT, OfflinePG, SimPER
+from fpa.stages import reference_logprobs as stage
+from fpa.testing import build_model, write_trajectories
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ref-precompute")
+    # Two models: the policy starts away from the reference, as after some training, so the ratios are not 0.
+    ref = build_model(root / "reference", seed=0)
+    pol = build_model(root / "policy", seed=1)
+    records = [json.loads(line) for line in write_trajectories(root / "traj.jsonl", n_problems=8).read_text()
+               .splitlines()]
+    return ref, pol, records
+
+
+def examples_for(kind: str, path, records, pack: bool = False) -> TrajectoryDataModule:
+    dm = TrajectoryDataModule(load_tokenizer(str(path)), kind, trajectories=records, batch_size=4, max_length=64,
+                              pack=pack)
+    dm.setup("fit")
+    return dm
+
+
+def in_step_and_precomputed(objective, assets, cache, pack=False, n=4):
+    ref, pol, records = assets
+    dm = examples_for(objective.data, ref, records, pack)
+    plain = dm.collate(dm.train_set[:n])  # before the examples carry their reference log-probs
+    stage.precompute(str(ref), dm.train_set, dm.kind, dm.tokenizer.pad_token_id, cache)
+    served = dm.collate(dm.train_set[:n])
+    assert KEY in served and KEY not in plain
+    torch.manual_seed(0)
+    a = OfflineRLModule(str(pol), objective, FuturePolicy(lam=0.0), reference_path=str(ref), chunk_size=7)
+    b = OfflineRLModule(str(pol), objective, FuturePolicy(lam=0.0), reference_path=str(ref), chunk_size=7,
+                        precomputed_reference=True)
+    assert a.reference is not None and b.reference is None  # the precomputed module loads no reference model
+    return a, b, plain, served
+
+
+def step(module, batch):
+    x = module.objective_inputs(batch)
+    out = module.fpa(module.objective, x)
+    module.policy.zero_grad(set_to_none=True)
+    out.loss.backward()
+    return x, out.loss.detach(), {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("objective,pack", [(DPO(beta=0.5), False), (DPO(beta=0.5), True),
+                                            (OfflinePG(clip=1.5), False), (IPO(beta=0.5), False)])
+def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(objective, pack, assets, tmp_path):
+    a, b, plain, served = in_step_and_precomputed(objective, assets, tmp_path / "cache", pack)
+    xa, loss_a, grads_a = step(a, plain)
+    xb, loss_b, grads_b = step(b, served)
+    scored = xa.mask
+    assert torch.equal(xb.mask, scored)
+    assert (xa.reference - xb.reference).abs().max() < 1e-5  # the same numbers, up to batch-composition rounding
+    assert not torch.equal(xa.reference, xa.policy.detach())  # the test can tell reference from policy
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5, atol=1e-6), (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], rtol=1e-4, atol=1e-6), name
+    assert loss_a.abs() > 1e-4  # a loss that means something
+
+
+def test_a_wrong_reference_would_be_caught(assets, tmp_path):
+    """The equality above fails when the served values are off: the policy's own log-probs as 'reference'."""
+    a, b, plain, served = in_step_and_precomputed(DPO(beta=0.5), assets, tmp_path / "cache")
+    _, loss_a, grads_a = step(a, plain)
+    wrong = dict(served, **{KEY: a.objective_inputs(plain).policy.detach()})
+    _, loss_b, grads_b = step(b, wrong)
+    assert not torch.allclose(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_stored_values_are_the_in_step_reference_forward_exactly_in_float64(assets):
+    ref, _, records = assets
+    dm = examples_for("pairs", ref, records)
+    model = load_model(str(ref)).double()
+    examples = dm.train_set[:4]
+    values, offsets = stage.score(model, examples, "pairs", dm.tokenizer.pad_token_id, chunk_size=5)
+    for k, ex in enumerate(examples):
+        ex[KEY] = values[offsets[k]:offsets[k + 1]]
+    batch = dm.collate(examples)
+    lp = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                             reference=model, chunk_size=5)
+    assert batch[KEY].dtype == torch.float64
+    assert torch.equal(batch[KEY], lp.reference)  # one batch, the same rows: bit for bit
+
+
+@pytest.mark.parametrize("kind", ["pairs", "groups", "unpaired", "correct"])
+def test_every_example_kind_is_served_back_in_row_order(kind, assets):
+    """Each row gets its own example's values, whatever the batch: compare with a per-example scoring."""
+    ref, _, records = assets
+    dm = examples_for(kind, ref, records)
+    model = load_model(str(ref))
+    examples = dm.train_set[:5]
+    values, offsets = stage.score(model, examples, kind, dm.tokenizer.pad_token_id, token_budget=1)  # one per batch
+    for k, ex in enumerate(examples):
+        ex[KEY] = values[offsets[k]:offsets[k + 1]]
+    batch = dm.collate(examples[::-1])
+    lp = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                             reference=model)
+    assert torch.allclose(batch[KEY], lp.reference, atol=1e-5)
+    assert ((batch[KEY] != 0) == lp.mask).all()
+
+
+def test_the_entry_is_reused_and_keyed_by_reference_and_rows(assets, tmp_path, monkeypatch):
+    ref, pol, records = assets
+    cache = tmp_path / "cache"
+    dm = examples_for("pairs", ref, records)
+    first, cached = stage.precompute(str(ref), dm.train_set, "pairs", dm.tokenizer.pad_token_id, cache)
+    assert not cached and (first / stage.FILE).exists() and (first / "stage.json").exists()
+    stored = [ex[KEY].clone() for ex in dm.train_set]
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached entry must not load the reference again")
+
+    monkeypatch.setattr("fpa.models.loading.load_model", no_model)
+    again = examples_for("pairs", ref, records)  # a resumed run: fresh examples, the same rows
+    second, cached = stage.precompute(str(ref), again.train_set, "pairs", again.tokenizer.pad_token_id, cache)
+    assert cached and second == first
+    assert all(torch.equal(ex[KEY], s) for ex, s in zip(again.train_set, stored))
+    monkeypatch.undo()
+    other_ref, _ = stage.precompute(str(pol), examples_for("pairs", ref, records).train_set, "pairs",
+                                    dm.tokenizer.pad_token_id, cache)
+    fewer = examples_for("pairs", ref, records[:16]).train_set
+    other_rows, _ = stage.precompute(str(ref), fewer, "pairs", dm.tokenizer.pad_token_id, cache)
+    assert len({first, other_ref, other_rows}) == 3
+
+
+def test_a_wrong_entry_is_refused(assets, tmp_path):
+    ref, _, records = assets
+    dm = examples_for("pairs", ref, records)
+    values, offsets = stage.score(load_model(str(ref)), dm.train_set, "pairs", dm.tokenizer.pad_token_id)
+    with pytest.raises(ValueError, match="does not belong to these examples"):
+        stage.attach(dm.train_set[:-1], values, offsets)
+    for k, ex in enumerate(dm.train_set):
+        ex[KEY] = values[offsets[k]:offsets[k + 1] - 1]  # one value short per example
+    with pytest.raises(ValueError, match="does not belong to these examples"):
+        dm.collate(dm.train_set[:2])
+
+
+def test_auto_is_on_exactly_where_the_reference_can_be_precomputed():
+    off, on = FuturePolicy(lam=0.0), FuturePolicy(lam=1.0)
+    for objective in (DPO(), IPO(), RPO(), OfflinePG()):
+        assert enabled("auto", objective, off) and not enabled("auto", objective, on)
+    for objective in (KTO(), SFT(), SimPER()):
+        assert not enabled("auto", objective, off)
+    assert not enabled(False, DPO(), off)
+
+
+@pytest.mark.parametrize("overrides,why", [
+    (["fpa.lam=1"], "FPA (fpa.lam=1) needs the reference's full logits"),
+    (["objective=kto", "fpa.lam=0"], "objective KTO reads the reference on mismatched KL rows"),
+    (["objective=simper", "fpa.lam=0"], "objective SimPER does not read a reference"),
+])
+def test_true_where_not_allowed_is_one_clear_line(overrides, why):
+    with pytest.raises(ConfigError) as err:
+        train_parts(compose_config("train.precompute_reference=true", *overrides))
+    (line,) = err.value.problems
+    assert line.startswith(f"train.precompute_reference: true, but {why}") and "\n" not in line
+
+
+def test_the_module_refuses_it_with_fpa(assets):
+    ref, _, _ = assets
+    with pytest.raises(ValueError, match="precomputed_reference: FPA"):
+        OfflineRLModule(str(ref), DPO(), FuturePolicy(lam=1.0), precomputed_reference=True)
