@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 
@@ -181,3 +182,57 @@ def test_the_module_refuses_it_with_fpa(assets):
     ref, _, _ = assets
     with pytest.raises(ValueError, match="precomputed_reference: FPA"):
         OfflineRLModule(str(ref), DPO(), FuturePolicy(lam=1.0), precomputed_reference=True)
+
+
+class Killed(Exception):
+    pass
+
+
+class Steps(L.Callback):
+    """Each step's loss, and whether the module holds a reference model; ``kill_at``: stop before that step."""
+
+    def __init__(self, kill_at: int | None = None) -> None:
+        self.kill_at, self.loss, self.reference_loaded = kill_at, {}, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.reference_loaded = pl_module.reference is not None
+        if self.kill_at is not None and trainer.global_step == self.kill_at:
+            raise Killed(f"killed before step {trainer.global_step}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.loss[trainer.global_step - 1] = outputs["loss"].detach().clone()
+
+
+def test_training_uses_the_cached_reference_and_resumes_onto_it(assets, smoke_cfg, tmp_path, capsys):
+    """DPO (λ=0), auto: no reference model; a killed run resumes onto the same entry and reproduces the
+    uninterrupted run exactly; the in-step reference run gives the same losses up to rounding."""
+    from fpa.stages.train import train_policy
+
+    ref, _, _ = assets
+    traj = write_trajectories(tmp_path / "traj.jsonl", n_problems=4)
+    cache = tmp_path / "cache"
+
+    def run(run_dir, steps, *extra):
+        cfg = smoke_cfg("fpa.lam=0", "callbacks.eval.every_n_steps=0", "callbacks.eval.at_end=false",
+                        "data.batch_size=4", "data.max_length=32", "train.max_steps=4",
+                        "callbacks.checkpoint.every_n_train_steps=2", *extra, cache=cache)
+        return train_policy(train_parts(cfg), str(ref), traj, tmp_path / run_dir, [], callbacks=[steps])
+
+    full = Steps()
+    run("full", full)
+    assert not full.reference_loaded and "computed once into" in capsys.readouterr().out
+    first = Steps(kill_at=3)
+    with pytest.raises(Killed):
+        run("killed", first)
+    assert "reused from" in capsys.readouterr().out
+    second = Steps()
+    run("killed", second)
+    assert "reused from" in capsys.readouterr().out and sorted(second.loss) == [2, 3]
+    for s, loss in {**first.loss, **second.loss}.items():
+        assert torch.equal(loss, full.loss[s]), s
+    in_step = Steps()
+    run("in-step", in_step, "train.precompute_reference=false")
+    assert in_step.reference_loaded and "reference log-probs" not in capsys.readouterr().out
+    for s, loss in in_step.loss.items():
+        assert torch.allclose(loss, full.loss[s], rtol=1e-5, atol=1e-6), (s, loss, full.loss[s])
+    assert len(list((cache / "reference_logprobs").glob("*/stage.json"))) == 1
