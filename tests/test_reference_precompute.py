@@ -236,3 +236,24 @@ def test_training_uses_the_cached_reference_and_resumes_onto_it(assets, smoke_cf
     for s, loss in in_step.loss.items():
         assert torch.allclose(loss, full.loss[s], rtol=1e-5, atol=1e-6), (s, loss, full.loss[s])
     assert len(list((cache / "reference_logprobs").glob("*/stage.json"))) == 1
+
+
+def test_the_benchmark_script_runs_at_toy_sizes(capsys):
+    """benchmarks/ref_precompute.py --quick (kept here rather than in test_benchmarks_scripts.py)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("fpa_bench_ref_precompute", bench / "ref_precompute.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        out = module.main(["--quick"])
+    finally:
+        sys.path.remove(str(bench))
+    printed = capsys.readouterr().out
+    for text in ("DPO (precomputed reference) |", "FPA-DPO (λ=1) / DPO (precomputed reference)",
+                 "FPA-DPO (λ=1) / DPO (reference forward)"):
+        assert text in out and text in printed, text
