@@ -80,6 +80,33 @@ def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(objective,
     assert loss_a.abs() > 1e-4  # a loss that means something
 
 
+def test_with_lora_the_precomputed_reference_is_the_base_model(assets, tmp_path):
+    """LoRA's in-step reference is the policy with its adapter disabled: the base, which the precompute scores."""
+    from fpa.models.lora import LoraSettings
+
+    ref, _, records = assets
+    dm = examples_for("pairs", ref, records)
+    plain = dm.collate(dm.train_set[:4])
+    stage.precompute(str(ref), dm.train_set, "pairs", dm.tokenizer.pad_token_id, tmp_path / "cache")
+    served = dm.collate(dm.train_set[:4])
+    lora = LoraSettings(r=4, alpha=8, target_modules=("q_proj", "v_proj", "down_proj"))
+    modules = [OfflineRLModule(str(ref), DPO(beta=0.5), FuturePolicy(lam=0.0), lora=lora,
+                               precomputed_reference=pre) for pre in (False, True)]
+    for m in modules:  # the same adapters in both, nonzero so that the policy is not the base
+        g = torch.Generator().manual_seed(3)
+        for name, p in sorted(m.policy.named_parameters()):
+            if "lora_" in name:
+                p.data.copy_(0.05 * torch.randn(p.shape, generator=g))
+    xa, loss_a, grads_a = step(modules[0], plain)
+    xb, loss_b, grads_b = step(modules[1], served)
+    assert (xa.reference - xb.reference).abs().max() < 1e-5
+    assert not torch.allclose(xa.reference, xa.policy.detach(), atol=1e-3)
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and all("lora" in n for n in grads_a)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], rtol=1e-4, atol=1e-6), name
+
+
 def test_a_wrong_reference_would_be_caught(assets, tmp_path):
     """The equality above fails when the served values are off: the policy's own log-probs as 'reference'."""
     a, b, plain, served = in_step_and_precomputed(DPO(beta=0.5), assets, tmp_path / "cache")
