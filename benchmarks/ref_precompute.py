@@ -14,7 +14,8 @@ All three are ``OfflineRLModule`` with the DPO objective (β 0.1) on the same ba
 ``fpa_overhead.py``; they alternate step by step in one process (median over interleaved rounds, paired
 ratios). A step = ``training_step`` → ``backward`` → ``AdamW.step`` → ``zero_grad`` → scheduler. The
 precompute itself (the reference forward without gradient over the batch's examples, through
-``fpa.stages.reference_logprobs.score``) is timed apart: it is paid once per training set, not per step.
+``fpa.stages.reference_logprobs.score``) is timed apart (median of 3 after a warm-up): it is paid once per
+training set (and cached), not per step.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from fpa_overhead import CONFIGS, QUICK  # noqa: E402  (the same sizes as the FP
 DPO, DPO_PRE, FPA = "DPO (reference forward)", "DPO (precomputed reference)", "FPA-DPO (λ=1)"
 
 
-def examples_and_batches(cfg: dict, path: Path, chunk_size: int):
-    """(batch without, batch with the reference log-probs, seconds the precompute took)."""
+def examples_and_batches(cfg: dict, path: Path, chunk_size: int, repeats: int = 3):
+    """(batch without, batch with the reference log-probs, seconds the precompute takes: median after a warm-up)."""
     import torch
 
     from fpa.data.collate import Collator
@@ -46,9 +47,12 @@ def examples_and_batches(cfg: dict, path: Path, chunk_size: int):
     collate = Collator("pairs", tok.pad_token_id)
     plain = collate(examples)
     reference = load_model(str(path), frozen=True)
-    t0 = time.perf_counter()
-    values, offsets = score(reference, examples, "pairs", tok.pad_token_id, chunk_size=chunk_size)
-    seconds = time.perf_counter() - t0
+    times = []
+    for _ in range(1 + repeats):  # a warm-up call, then the median of ``repeats``
+        t0 = time.perf_counter()
+        values, offsets = score(reference, examples, "pairs", tok.pad_token_id, chunk_size=chunk_size)
+        times.append(time.perf_counter() - t0)
+    seconds = C.median(times[1:])
     for k, ex in enumerate(examples):
         ex[KEY] = values[offsets[k]:offsets[k + 1]]
     served = collate(examples)
@@ -111,7 +115,7 @@ def run(args) -> str:
     for name in args.configs:
         cfg = dict((QUICK if args.quick else CONFIGS)[name])
         path = C.build_model(C.tmpdir(f"refpre-{name}"), **cfg["model"])
-        plain, served, pre_s = examples_and_batches(cfg, path, args.chunk_size)
+        plain, served, pre_s = examples_and_batches(cfg, path, args.chunk_size, 1 if args.quick else 3)
         steps = cfg["steps_per_round"]
         repeats = args.repeats or (3 if args.quick else (11 if name == "tiny" else 5))
         fns = {DPO: make_stepper(path, 0.0, False, plain, args.chunk_size, steps),
@@ -136,7 +140,7 @@ def run(args) -> str:
                         "loss, FPA coefficients, diagnostics); opt = AdamW step + zero_grad + scheduler."),
            C.table("Ratios (median [quartiles] of per-round ratios)", ["config", "ratio", "wall", "CPU"], ratio_rows,
                    note="The precompute row: the reference forward without gradient over the batch's examples "
-                        "(fpa.stages.reference_logprobs.score), timed once, outside the rounds.")]
+                        "(fpa.stages.reference_logprobs.score), timed outside the rounds (median of 3 after a warm-up).")]
     return "\n".join(out)
 
 

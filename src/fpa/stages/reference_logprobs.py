@@ -74,7 +74,7 @@ def score(model, examples: list[dict[str, Any]], kind: str, pad_id: int, chunk_s
     from fpa.data.collate import ROW_BUILDERS, Collator
     from fpa.logprobs import completion_logprobs
 
-    collate = Collator(kind, pad_id, shared_tokens=False)
+    collate = Collator(kind, pad_id)
     out: list[Tensor | None] = [None] * len(examples)
     device = torch.device(device)
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
