@@ -9,6 +9,9 @@
   already has one resumes from it exactly: data position, optimizer, scheduler and RNG, if it was
   made with the same result-changing settings (:mod:`fpa.checkpoint_config`; else
   ``train.resume_override=true``).
+- ``train.precompute_reference`` (auto: at ``fpa.lam=0`` for objectives with ``reference_on_served_rows``):
+  the reference's token log-probs of every example are computed once, cached
+  (:mod:`fpa.stages.reference_logprobs`) and served with the batches; the module loads no reference.
 - A NaN/inf loss stops the run (:class:`fpa.guards.NonFiniteLossError`) before the step is taken;
   a GPU out-of-memory error becomes :class:`fpa.guards.OutOfMemoryHint`.
 """
