@@ -33,7 +33,7 @@ DPO, DPO_PRE, FPA = "DPO (reference forward)", "DPO (precomputed reference)", "F
 
 
 def examples_and_batches(cfg: dict, path: Path, chunk_size: int, repeats: int = 3):
-    """(batch without, batch with the reference log-probs, seconds the precompute takes: median after a warm-up)."""
+    """(batch without, batch with the reference log-probs, (wall, CPU) seconds of the precompute: medians after a warm-up)."""
     import torch
 
     from fpa.data.collate import Collator
@@ -47,12 +47,13 @@ def examples_and_batches(cfg: dict, path: Path, chunk_size: int, repeats: int = 
     collate = Collator("pairs", tok.pad_token_id)
     plain = collate(examples)
     reference = load_model(str(path), frozen=True)
-    times = []
+    wall, cpu = [], []
     for _ in range(1 + repeats):  # a warm-up call, then the median of ``repeats``
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         values, offsets = score(reference, examples, "pairs", tok.pad_token_id, chunk_size=chunk_size)
-        times.append(time.perf_counter() - t0)
-    seconds = C.median(times[1:])
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    seconds = (C.median(wall[1:]), C.median(cpu[1:]))
     for k, ex in enumerate(examples):
         ex[KEY] = values[offsets[k]:offsets[k + 1]]
     served = collate(examples)
@@ -131,7 +132,8 @@ def run(args) -> str:
         for a, b in ((FPA, DPO), (FPA, DPO_PRE), (DPO_PRE, DPO)):
             ratio_rows.append([label, f"{a} / {b}", C.ratio_text(rounds[a], rounds[b]),
                                C.ratio_text(rounds[a], rounds[b], "cpu")])
-        ratio_rows.append([label, "precompute, once per training set (ms per batch)", f"{1e3 * pre_s:.1f}", ""])
+        ratio_rows.append([label, "precompute, once per training set (ms per batch)", f"{1e3 * pre_s[0]:.0f}",
+                           f"{1e3 * pre_s[1]:.0f}"])
         del fns
     out = [C.table("DPO (reference forward) vs DPO (precomputed reference) vs FPA-DPO: step time",
                    ["config (params, batch shape)", "variant", "step ms", "fwd ms", "bwd ms", "opt ms", "CPU ms",
