@@ -173,8 +173,16 @@ def test_the_entry_is_reused_and_keyed_by_reference_and_rows(assets, tmp_path, m
 
 
 def test_a_wrong_entry_is_refused(assets, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from fpa.stages.cache import CorruptEntryError
+
     ref, _, records = assets
     dm = examples_for("pairs", ref, records)
+    entry, _ = stage.precompute(str(ref), dm.train_set, "pairs", dm.tokenizer.pad_token_id, tmp_path / "cache")
+    save_file(load_file(str(entry / stage.FILE)), str(entry / stage.FILE), metadata={"rows": "another set"})
+    with pytest.raises(CorruptEntryError, match="made for other examples"):
+        stage.precompute(str(ref), dm.train_set, "pairs", dm.tokenizer.pad_token_id, tmp_path / "cache")
     values, offsets = stage.score(load_model(str(ref)), dm.train_set, "pairs", dm.tokenizer.pad_token_id)
     with pytest.raises(ValueError, match="does not belong to these examples"):
         stage.attach(dm.train_set[:-1], values, offsets)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fpa.config.keys import stage_key
 from fpa.data.reference import attach, per_example, rows_digest, rows_of
-from fpa.stages.cache import cached_stage
+from fpa.stages.cache import CorruptEntryError, cached_stage
 
 STAGE, VERSION = "reference_logprobs", "1"
 FILE = "reference_logprobs.safetensors"
@@ -100,7 +100,8 @@ def precompute(reference: str, examples: list[dict[str, Any]], kind: str, pad_id
 
     Returns (cache entry, was_cached). ``autocast``: a dtype name (the trainer's mixed precision) or None.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     inputs = {"reference": reference_identity(reference), "rows": rows_digest(examples, kind), "kind": kind,
               "dtype": dtype, "autocast": autocast}
@@ -117,8 +118,11 @@ def precompute(reference: str, examples: list[dict[str, Any]], kind: str, pad_id
         del model
 
     entry, cached = cached_stage(cache_dir, STAGE, key, inputs, build)
-    stored = load_file(str(entry / FILE))  # tensors only: nothing in the file is executed
-    attach(examples, stored["values"], stored["offsets"])
+    with safe_open(str(entry / FILE), "pt") as f:  # tensors and a string map only: nothing in the file is executed
+        if (f.metadata() or {}).get("rows") != inputs["rows"]:
+            raise CorruptEntryError(f"{entry / FILE}: made for other examples than its key says; delete the cache "
+                                    f"entry {entry} and rerun to rebuild it")
+        attach(examples, f.get_tensor("values"), f.get_tensor("offsets"))
     return entry, cached
 
 
