@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from testconfig import compose_config
+from testconfig import CONF, compose_config
 from fpa.config.parts import train_parts
 from fpa.data.datamodule import TrajectoryDataModule
 from fpa.data.reference import KEY, enabled
@@ -63,9 +63,28 @@ def step(module, batch):
     return x, out.loss.detach(), {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("objective,pack", [(DPO(beta=0.5), False), (DPO(beta=0.5), True),
-                                            (OfflinePG(clip=1.5), False), (IPO(beta=0.5), False)])
-def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(objective, pack, assets, tmp_path):
+def shipped_objective(name: str):
+    from omegaconf import OmegaConf
+
+    from fpa.config.build import build
+
+    return build(OmegaConf.load(CONF / "objective" / f"{name}.yaml"), "objective")
+
+
+# Every shipped objective that declares reference_on_served_rows (a new one that opts in is tested too).
+PRECOMPUTABLE = sorted(p.stem for p in (CONF / "objective").glob("*.yaml")
+                       if shipped_objective(p.stem).reference_on_served_rows)
+
+
+def test_the_shipped_objectives_that_declare_it():
+    assert PRECOMPUTABLE == ["dpo", "ipo", "offline_pg", "rpo"]
+
+
+@pytest.mark.parametrize("name,pack", [(n, False) for n in PRECOMPUTABLE] + [("dpo", True), ("offline_pg", True)])
+def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(name, pack, assets, tmp_path):
+    objective = shipped_objective(name)
+    if hasattr(objective, "beta"):
+        objective.beta = 0.5  # a larger β than the shipped 0.1: a loss further from log 2
     a, b, plain, served = in_step_and_precomputed(objective, assets, tmp_path / "cache", pack)
     xa, loss_a, grads_a = step(a, plain)
     xb, loss_b, grads_b = step(b, served)
