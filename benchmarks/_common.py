@@ -270,6 +270,13 @@ def word_tokenizer(vocab_size: int):
                                    unk_token="<unk>")
 
 
+def model_for(cfg_model, name: str) -> Path:
+    """A benchmark config's model: ``"smollm"`` (the real SmolLM2-135M), else a random Llama of those sizes."""
+    if cfg_model == "smollm":
+        return smollm_model(tmpdir("smollm"))
+    return build_model(tmpdir(f"model-{name}"), **cfg_model)
+
+
 def build_model(out_dir: Path, vocab_size: int | None = None, hidden: int = 128, layers: int = 4, heads: int = 4,
                 intermediate: int = 384, max_positions: int = 256, tie: bool = True, seed: int = 0) -> Path:
     """A randomly initialised Llama saved with ``save_pretrained`` (+ tokenizer): char vocab when ``vocab_size`` is None."""
@@ -280,12 +287,28 @@ def build_model(out_dir: Path, vocab_size: int | None = None, hidden: int = 128,
                             tokenizer=None if vocab_size is None else word_tokenizer(vocab_size))
 
 
+def smollm_model(out: Path) -> Path:
+    """SmolLM2-135M-Instruct converted from the shipped GGUF, with a word-level tokenizer of its vocabulary size."""
+    from fpa.models.gguf import convert_gguf, find_shipped_gguf
+
+    out = Path(out) / "smollm2-135m"
+    if not (out / "config.json").exists():
+        convert_gguf(find_shipped_gguf(), out)
+        vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+        for stale in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+            (out / stale).unlink(missing_ok=True)
+        word_tokenizer(vocab).save_pretrained(out)
+    return out
+
+
 def n_params(path: Path) -> int:
     import json as _json
 
     cfg = _json.loads((Path(path) / "config.json").read_text())
     h, v, L, i = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
-    per_layer = 4 * h * h + 3 * h * i + 2 * h
+    kv = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    kv_width = kv * cfg.get("head_dim", h // cfg["num_attention_heads"])
+    per_layer = 2 * h * h + 2 * h * kv_width + 3 * h * i + 2 * h
     return v * h * (1 if cfg.get("tie_word_embeddings") else 2) + L * per_layer + h
 
 

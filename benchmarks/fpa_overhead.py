@@ -1,7 +1,7 @@
 """FPA-DPO (λ=1) against DPO (λ=0) in this project: training-step time and peak memory, same model and data.
 
 Both variants are ``OfflineRLModule`` with the DPO objective and a loaded reference; they differ only
-in ``FuturePolicy.lam``, so the difference is the future policy's log-softmax (one more logsumexp
+in ``FuturePolicy.lam``, so the difference is the future policy's log-softmax (one more log-softmax pass
 per log-prob chunk) and the second coefficient evaluation. A step is what Lightning's automatic
 optimisation runs: ``training_step`` → ``backward`` → ``AdamW.step`` → ``zero_grad`` → scheduler.
 
@@ -34,6 +34,8 @@ CONFIGS = {
     "mid": {"model": {"vocab_size": 32000, "hidden": 512, "layers": 8, "heads": 8, "intermediate": 1536,
                       "max_positions": 1024, "tie": False},
             "pairs": 1, "prompt": 128, "chosen": 384, "rejected": 320, "steps_per_round": 1},
+    # SmolLM2-135M-Instruct (converted from the shipped GGUF), 4 pairs of ~80-token rows as in experiment=smollm
+    "smollm": {"model": "smollm", "pairs": 4, "prompt": 48, "chosen": 40, "rejected": 32, "steps_per_round": 1},
 }
 QUICK = {
     "tiny": {"model": {"vocab_size": None, "hidden": 32, "layers": 1, "heads": 2, "intermediate": 64,
@@ -56,27 +58,10 @@ def make_batch(cfg: dict, path: Path):
     return Collator("pairs", tok.pad_token_id)(examples)
 
 
-def _impl(patch: bool):
-    import fpa.logprobs
-
-    if patch:
-        from patches.logprobs_lowmem import chunked_token_logprobs
-
-        return chunked_token_logprobs
-    return _ORIGINAL.setdefault("fn", fpa.logprobs.chunked_token_logprobs)
-
-
-_ORIGINAL: dict = {}
-
-
-def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int, patch: bool = False):
-    """A callable running ``steps`` optimizer steps of a fresh module; returns its segment times.
-
-    ``patch``: the module's log-probs go through benchmarks/patches/logprobs_lowmem.py for these steps.
-    """
+def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int):
+    """A callable running ``steps`` optimizer steps of a fresh module; returns its segment times."""
     import time
 
-    import fpa.logprobs
     from fpa.fpa import FuturePolicy
     from fpa.module import OfflineRLModule
     from fpa.optim import AdamW
@@ -88,18 +73,9 @@ def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int, pat
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     count = [0]
-    impl, original = _impl(patch), _impl(False)
 
     def run() -> dict:
         seg = {"fwd": 0.0, "bwd": 0.0, "opt": 0.0}
-        fpa.logprobs.chunked_token_logprobs = impl
-        try:
-            _steps(seg)
-        finally:
-            fpa.logprobs.chunked_token_logprobs = original
-        return seg
-
-    def _steps(seg: dict) -> None:
         for _ in range(steps):
             t0 = time.perf_counter()
             loss = module.training_step(batch, count[0])
@@ -114,12 +90,13 @@ def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int, pat
             seg["bwd"] += t2 - t1
             seg["opt"] += t3 - t2
             count[0] += 1
+        return seg
 
     return run
 
 
-def measure_memory(path: Path, lam: float, batch, chunk_size: int, steps: int = 2, patch: bool = False) -> dict:
-    run = make_stepper(path, lam, batch, chunk_size, 1, patch)
+def measure_memory(path: Path, lam: float, batch, chunk_size: int, steps: int = 2) -> dict:
+    run = make_stepper(path, lam, batch, chunk_size, 1)
     run()  # warm-up: AdamW state allocated, one-time buffers created
     with C.PeakRSS() as m:
         for _ in range(steps):
@@ -135,8 +112,7 @@ def child(spec: dict) -> None:
     torch.manual_seed(0)
     cfg = spec["cfg"]
     batch = make_batch(cfg, Path(spec["path"]))
-    C.report_child(measure_memory(Path(spec["path"]), spec["lam"], batch, spec["chunk_size"],
-                                  patch=spec.get("patch", False)))
+    C.report_child(measure_memory(Path(spec["path"]), spec["lam"], batch, spec["chunk_size"]))
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -149,8 +125,6 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-time", action="store_true")
     p.add_argument("--no-breakdown", action="store_true")
-    p.add_argument("--patch", action="store_true",
-                   help="also run both variants through benchmarks/patches/logprobs_lowmem.py (the proposed fix)")
     args = C.parse_args(p, argv, child)
     if args is None:
         return ""
@@ -169,20 +143,18 @@ def run(args) -> str:
         if args.seq and name == "mid" and not args.quick:
             prompt = args.seq // 4
             cfg.update(prompt=prompt, chosen=args.seq - prompt, rejected=(args.seq - prompt) * 5 // 6)
-        path = C.build_model(C.tmpdir(f"overhead-{name}"), **cfg["model"])
+        path = C.model_for(cfg["model"], f"overhead-{name}")
         batch = make_batch(cfg, path)
         tokens = C.batch_tokens(batch)
         steps = cfg["steps_per_round"]
         repeats = args.repeats or (3 if args.quick else (11 if name == "tiny" else 5))
-        variants = [(v, lam, False) for v, lam in VARIANTS.items()]
-        if args.patch:
-            variants += [(f"{v} +patch", lam, True) for v, lam in VARIANTS.items()]
+        variants = list(VARIANTS.items())
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={_vocab(path)}, {tuple(batch['input_ids'].shape)})"
-        fns = {} if args.no_time else {v: make_stepper(path, lam, batch, args.chunk_size, steps, patch)
-                                       for v, lam, patch in variants}
+        fns = {} if args.no_time else {v: make_stepper(path, lam, batch, args.chunk_size, steps)
+                                       for v, lam in variants}
         rounds = C.interleaved(fns, warmup=args.warmup, repeats=repeats)
         base = rounds.get(variants[0][0])
-        for i, (v, lam, patch) in enumerate([] if args.no_time else variants):
+        for i, (v, lam) in enumerate([] if args.no_time else variants):
             r = rounds[v]
             dpo = rounds[variants[i - 1][0]] if lam else None  # the DPO variant of the same implementation
             time_rows.append([label, v, 1e3 * C.seg(r) / steps, 1e3 * C.seg(r, "fwd") / steps,
@@ -197,14 +169,13 @@ def run(args) -> str:
         del fns
         if not args.no_memory:
             mems = {}
-            for v, lam, patch in variants:
+            for v, lam in variants:
                 if args.quick:
-                    mems[v] = measure_memory(path, lam, batch, args.chunk_size, patch=patch)
+                    mems[v] = measure_memory(path, lam, batch, args.chunk_size)
                 else:
                     mems[v] = C.run_child(Path(__file__), {"cfg": cfg, "path": str(path), "lam": lam,
-                                                           "chunk_size": args.chunk_size, "patch": patch,
-                                                           "threads": args.threads})
-            for i, (v, lam, patch) in enumerate(variants):
+                                                           "chunk_size": args.chunk_size, "threads": args.threads})
+            for i, (v, lam) in enumerate(variants):
                 m = mems[v]
                 d = mems[variants[i - 1][0]] if lam else None
                 mem_rows.append([label, v, m["delta_mb"], m["peak_mb"],
@@ -248,7 +219,6 @@ def breakdown(path: Path, batch, args, label: str, step_ms: float | None) -> lis
 
     module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=1.0), reference_path=str(path),
                              chunk_size=args.chunk_size)
-    impls = [("current", _impl(False))] + ([("patch", _impl(True))] if args.patch else [])
     captured = {}
     original = fpa.logprobs.chunked_token_logprobs
 
@@ -264,6 +234,7 @@ def breakdown(path: Path, batch, args, label: str, step_ms: float | None) -> lis
     h, w, t, rh, rw = (v.detach() if isinstance(v, torch.Tensor) else v for v in captured["args"][:5])
     x = dataclasses.replace(x, policy=x.policy.detach().requires_grad_())
     fns = {}
+    impls = [("chunked", original)]
     for name, fn in impls:
         for lam in (0.0, 1.0):
             fns[(name, "lm-head forward", lam)] = (lambda fn=fn, lam=lam:

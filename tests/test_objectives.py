@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fpa.fpa import FuturePolicy
-from fpa.objectives import DPO, IPO, KTO, RPO, SFT, Objective, ObjectiveInputs, OfflinePG, SimPER
+from fpa.objectives import DPO, GRPO, IPO, KTO, RPO, SFT, Objective, ObjectiveInputs, OfflinePG, SimPER
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "objective"
 # Non-default options worth exercising on top of the shipped configs (only if that config exists).
@@ -23,6 +23,10 @@ VARIANTS = {
     "kto": [{"beta": 0.7, "desirable_weight": 1.5, "undesirable_weight": 0.5}],
     "offline_pg": [{"weighting": "sequence"}, {"reduce": "mean", "baseline": "none", "clip": 1.5}],
     "simper": [{"reduce": "sum"}],
+    "grpo": [{"beta": 0.3, "loss_type": "dapo", "epsilon_high": 0.28},
+             {"beta": 0.1, "loss_type": "dr_grpo", "scale_rewards": "none", "max_completion_length": 7},
+             {"scale_rewards": "batch", "epsilon_low": 0.1},
+             {"beta": 0.2, "kl_bias_correction": False}],
 }
 CASES = []
 for _path in sorted(CONF.glob("*.yaml")):
@@ -87,6 +91,8 @@ def make_inputs(obj: Objective, rows: int = 6, T: int = 5, seed: int = 0, empty_
         kl_pol, kl_fut = ((kl_ref + 0.4 * torch.rand(rows, T, generator=g, dtype=torch.float64)) * kl_mask
                           for _ in range(2))
         kw["kl"] = ObjectiveInputs(policy=kl_pol, mask=kl_mask, reference=kl_ref, future=kl_fut)
+    if obj.data == "groups":  # behaviour log-probs near the policy: ratios both inside and outside the clip range
+        kw["behaviour"] = (policy + 0.3 * torch.randn(rows, T, generator=g, dtype=policy.dtype)) * mask
     return ObjectiveInputs(policy=policy.requires_grad_(), mask=mask, reference=reference, future=future, **kw)
 
 
@@ -247,12 +253,40 @@ def coef_offline_pg(o, x):
     return adv[:, None] * w * _norm(o, x.mask)
 
 
+def coef_grpo(o, x):
+    """−∂ℓ_t/∂lp_t: A·ρ where the unclipped branch is the minimum (A > 0: ρ ≤ 1+ε_high; A < 0: ρ ≥ 1−ε_low),
+    else 0; plus the KL term's; times the aggregation's weight per token."""
+    reward = x.reward.double()
+    adv = torch.zeros_like(reward)
+    for gid in x.group.unique():
+        rows = x.group == gid
+        r = reward[rows]
+        centred = r - r.mean()
+        if o.scale_rewards == "group":
+            centred = centred / ((r.std() if len(r) > 1 else 0.0) + o.eps)
+        adv[rows] = centred
+    if o.scale_rewards == "batch":
+        adv = adv / (reward.std() + o.eps)
+    lp = x.policy.detach()
+    old = lp if x.behaviour is None else x.behaviour
+    rho = (lp - old).exp()
+    a = adv[:, None]
+    active = ((a > 0) & (rho <= 1 + o.epsilon_high)) | ((a < 0) & (rho >= 1 - o.epsilon_low))
+    c = torch.where(active, a * rho, torch.zeros_like(rho))
+    if o.beta > 0:  # d/dlp of k3 = 1 − exp(lr − lp); of ρ·k3 = ρ(k3 + 1 − exp(lr − lp)) = −ρ(lr − lp)
+        c = c + o.beta * (rho * (x.reference - lp) if o.kl_bias_correction else (x.reference - lp).exp() - 1)
+    m = x.mask.double()
+    weight = {"grpo": m / m.sum(-1, keepdim=True), "dapo": m * len(m) / m.sum(),
+              "dr_grpo": m / (o.max_completion_length or 1)}[o.loss_type]
+    return c * weight
+
+
 def coef_sft(o, x):
     return _norm(o, x.mask)
 
 
 COEFFICIENTS = {DPO: coef_dpo, RPO: coef_rpo, IPO: coef_ipo, KTO: coef_kto, SimPER: coef_simper,
-                OfflinePG: coef_offline_pg, SFT: coef_sft}
+                OfflinePG: coef_offline_pg, SFT: coef_sft, GRPO: coef_grpo}
 
 
 def closed_form(o, x):

@@ -40,7 +40,7 @@ def examples_for(kind: str, path, records, pack: bool = False) -> TrajectoryData
     return dm
 
 
-def in_step_and_precomputed(objective, assets, cache, pack=False, n=4):
+def in_step_and_precomputed(objective, assets, cache, pack=False, n=4, fpa=None):
     ref, pol, records = assets
     dm = examples_for(objective.data, ref, records, pack)
     plain = dm.collate(dm.train_set[:n])  # before the examples carry their reference log-probs
@@ -48,9 +48,9 @@ def in_step_and_precomputed(objective, assets, cache, pack=False, n=4):
     served = dm.collate(dm.train_set[:n])
     assert KEY in served and KEY not in plain
     torch.manual_seed(0)
-    a = OfflineRLModule(str(pol), objective, FuturePolicy(lam=0.0), reference_path=str(ref), chunk_size=7)
-    b = OfflineRLModule(str(pol), objective, FuturePolicy(lam=0.0), reference_path=str(ref), chunk_size=7,
-                        precomputed_reference=True)
+    fpa = fpa or FuturePolicy(lam=0.0)
+    a = OfflineRLModule(str(pol), objective, fpa, reference_path=str(ref), chunk_size=7)
+    b = OfflineRLModule(str(pol), objective, fpa, reference_path=str(ref), chunk_size=7, precomputed_reference=True)
     assert a.reference is not None and b.reference is None  # the precomputed module loads no reference model
     return a, b, plain, served
 
@@ -63,29 +63,37 @@ def step(module, batch):
     return x, out.loss.detach(), {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
 
 
-def shipped_objective(name: str):
+def shipped_objective(name: str, **overrides):
     from omegaconf import OmegaConf
 
     from fpa.config.build import build
 
-    return build(OmegaConf.load(CONF / "objective" / f"{name}.yaml"), "objective")
+    node = OmegaConf.load(CONF / "objective" / f"{name}.yaml")
+    for key, value in overrides.items():
+        if key in node:
+            node[key] = value
+    return build(node, "objective")
 
 
-# Every shipped objective that declares reference_on_served_rows (a new one that opts in is tested too).
-PRECOMPUTABLE = sorted(p.stem for p in (CONF / "objective").glob("*.yaml")
-                       if shipped_objective(p.stem).reference_on_served_rows)
+# Every shipped objective that declares reference_on_served_rows (a new one that opts in is tested too), with
+# β = 0.5: further from the reference-free case (GRPO reads the reference only with β > 0).
+DECLARED = sorted(p.stem for p in (CONF / "objective").glob("*.yaml")
+                  if shipped_objective(p.stem).reference_on_served_rows)
+PRECOMPUTABLE = [n for n in DECLARED if enabled("auto", shipped_objective(n, beta=0.5), FuturePolicy(lam=0.0))]
 
 
 def test_the_shipped_objectives_that_declare_it():
-    assert PRECOMPUTABLE == ["dpo", "ipo", "offline_pg", "rpo"]
+    assert DECLARED == ["dpo", "grpo", "ipo", "offline_pg", "rpo", "simper"]
+    assert PRECOMPUTABLE == ["dpo", "grpo", "ipo", "offline_pg", "rpo"]  # SimPER reads none without the guard
 
 
-@pytest.mark.parametrize("name,pack", [(n, False) for n in PRECOMPUTABLE] + [("dpo", True), ("offline_pg", True)])
-def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(name, pack, assets, tmp_path):
-    objective = shipped_objective(name)
-    if hasattr(objective, "beta"):
-        objective.beta = 0.5  # a larger β than the shipped 0.1: a loss further from log 2
-    a, b, plain, served = in_step_and_precomputed(objective, assets, tmp_path / "cache", pack)
+@pytest.mark.parametrize("name,pack,guard", [(n, False, None) for n in PRECOMPUTABLE]
+                         + [("dpo", True, None), ("offline_pg", True, None), ("dpo", False, "future"),
+                            ("simper", False, "future")])
+def test_a_step_with_the_precomputed_reference_equals_the_in_step_one(name, pack, guard, assets, tmp_path):
+    objective = shipped_objective(name, beta=0.5)
+    a, b, plain, served = in_step_and_precomputed(objective, assets, tmp_path / "cache", pack,
+                                                  fpa=FuturePolicy(lam=0.0, guard=guard))
     xa, loss_a, grads_a = step(a, plain)
     xb, loss_b, grads_b = step(b, served)
     scored = xa.mask
@@ -217,6 +225,9 @@ def test_auto_is_on_exactly_where_the_reference_can_be_precomputed():
         assert enabled("auto", objective, off) and not enabled("auto", objective, on)
     for objective in (KTO(), SFT(), SimPER()):
         assert not enabled("auto", objective, off)
+    guarded = FuturePolicy(lam=0.0, guard="future")  # the guard reads the served pairs' reference log-probs
+    assert enabled("auto", SimPER(), guarded) and enabled("auto", DPO(), guarded)
+    assert not enabled("auto", KTO(), guarded)
     assert not enabled(False, DPO(), off)
 
 

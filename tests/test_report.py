@@ -63,7 +63,7 @@ def test_report_table_plots_and_failed_runs(tmp_path):
     assert "`: interrupted — KTO" in table  # "running" on disk, no live process behind it
     assert frame[(frame.method == "RFT") & (frame.benchmark == "heldout")].iloc[0].final_mean == 0.43
     assert {p.name for p in plots} == {"heldout_final.png", "pass1_vs_step.png", "logps_vs_step.png",
-                                       "coef_vs_step.png"}
+                                       "coef_vs_step.png", "pass1_bands.png"}
     assert all(p.stat().st_size > 1000 for p in plots)
 
 

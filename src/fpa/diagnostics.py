@@ -40,6 +40,8 @@ def batch_diagnostics(x: ObjectiveInputs, out: FPAOutput, kind: str, shared: Ten
             m["rewards/accuracy"] = (c > r).float().mean()
         elif m["logps/chosen_delta"] is not None and m["logps/rejected_delta"] is not None:
             m["rewards/margin"] = m["logps/chosen_delta"] - m["logps/rejected_delta"]
+    if out.gated is not None:  # the future guard: share of pairs whose rejected coefficient was set to 0
+        m["guard/gated_fraction"] = out.gated.float().mean()
     if shared is not None:
         prob = x.policy.detach().exp()
         for side, rows in (("chosen", chosen), ("rejected", ~chosen)):

@@ -123,13 +123,14 @@ class OfflineRLModule(L.LightningModule):
         self.optimizer_factory = optimizer or AdamW()
         self.scheduler_factory = scheduler or WarmupCosine(warmup_steps=0, total_steps=1000)
         self.hparams["objective"] = f"{type(objective).__module__}.{type(objective).__qualname__}"
-        self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to}
+        self.hparams["fpa"] = {"lam": float(self.fpa.lam), "apply_to": self.fpa.apply_to,
+                               **({"guard": self.fpa.guard} if self.fpa.guard is not None else {})}
         self.hparams["optimizer"] = {"name": type(self.optimizer_factory).__name__,
                                      **{k: list(v) if isinstance(v, tuple) else v
                                         for k, v in asdict(self.optimizer_factory).items()}}
         self.hparams["scheduler"] = {"name": type(self.scheduler_factory).__name__,
                                      **asdict(self.scheduler_factory)}
-        self.uses_reference = objective.needs_reference or self.fpa.enabled
+        self.uses_reference = objective.needs_reference or self.fpa.needs_reference
         # Reference log-probs served with the batch (fpa.data.reference): no reference model, no reference forward.
         self.precomputed_reference = bool(precomputed_reference)
         if self.precomputed_reference:
@@ -221,23 +222,38 @@ class OfflineRLModule(L.LightningModule):
             with torch.no_grad():
                 k = self.logprobs(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
             kl = ObjectiveInputs(policy=k.policy.detach(), mask=k.mask, reference=k.reference, future=k.future)
+        # Behaviour log-probs ([B, T-1], the layout of lp.policy) travel with rollouts that stored them; without
+        # them the objective reads the batch as sampled by the current policy.
         return ObjectiveInputs(policy=lp.policy, mask=lp.mask, reference=lp.reference, future=lp.future,
-                               chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl)
+                               chosen=batch["chosen"], reward=batch["reward"], group=batch["group"], kl=kl,
+                               behaviour=batch.get("behaviour"))
+
+    def logging_step(self) -> bool:
+        """Whether this step's values reach the loggers (Lightning's ``log_every_n_steps``); True outside a Trainer.
+
+        Values logged ``on_step`` on other steps are dropped by Lightning, so the diagnostics, their
+        ``self.log`` bookkeeping and ``train/loss``'s cross-rank all-reduce are skipped there.
+        """
+        if self._trainer is None:
+            return True
+        return bool(self.trainer._logger_connector.should_update_logs)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.last_batch_idx = batch_idx
         x = self.objective_inputs(batch)
         out = self.fpa(self.objective, x)
-        shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
         n = x.policy.shape[0]
-        diag = batch_diagnostics(x, out, self.objective.data, shared)
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)  # the bar's, every step
+        if not self.logging_step():
+            return out.loss
         self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=False, batch_size=n,
                  sync_dist=self.sync_loss)  # the global batch's loss: the mean over data-parallel ranks
+        shared = batch["shared_mask"][:, 1:] if "shared_mask" in batch else None
+        diag = batch_diagnostics(x, out, self.objective.data, shared)
         with torch.no_grad():
             diag.update({f"objective/{k}": v for k, v in self.objective.metrics(x).items()})
         self.log_dict({f"train/{k}": v for k, v in diag.items()}, on_step=True, on_epoch=False, prog_bar=False,
                       batch_size=n)
-        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
 
     def configure_optimizers(self):

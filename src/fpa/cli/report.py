@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig
 from fpa.cli.app import hydra_app
 from fpa.guards import ConfigError
 
+from fpa.reporting.methods import ci_rows, ci_table
 from fpa.reporting.paired import difference_table
 from fpa.reporting.plots import all_plots
 from fpa.reporting.runs import load_runs
@@ -27,6 +28,15 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "report.csv", index=False)
     table = markdown_table(frame, runs)
+    rows = ci_rows(runs)
+    if rows:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(out / "report_ci.csv", index=False)
+        table += ("\nHeld-out pass@1 over data seeds × training seeds: mean and 95% CI by a hierarchical bootstrap "
+                  "(data seeds, then training seeds, then problems); − base: the paired difference to the same "
+                  "method without its last addition (FPA-X: X; + guard: without the guard), same data seed, "
+                  "training seed and problems:\n\n" + ci_table(rows))
     paired = difference_table(runs)
     if paired:
         table += "\nEach run against its reference, on the same problems:\n\n" + paired

@@ -85,7 +85,8 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
     for lg in loggers:
         lg.log_metrics({"eval/reference/pass@1": ref_eval["pass@1"], "eval/policy/pass@1": pol_eval["pass@1"]})
         lg.finalize("success")
-    fpa = {"lam": float(parts.fpa.lam), "apply_to": parts.fpa.apply_to}
+    fpa = {"lam": float(parts.fpa.lam), "apply_to": parts.fpa.apply_to,
+           **({"guard": parts.fpa.guard} if parts.fpa.guard is not None else {})}
     results = {"objective": objective_name(parts.config["objective"]["_target_"], objective_choice), "fpa": fpa,
                "reference": ref_eval, "policy": pol_eval, "stage_seconds": timings,
                "paths": {"reference": reference, "trajectories": str(trajectories), "policy": str(policy)}}
@@ -103,15 +104,22 @@ def end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _score(bench: dict) -> str:
+    """pass@1 ± its standard error over problems (evaluations cached before it was recorded have none)."""
+    se = bench.get("pass1_se")
+    return f"{bench['metrics']['pass@1']:.3f}" + ("" if se is None else f" ± {se:.3f}")
+
+
 def print_table(results: dict) -> None:
-    name = method_label(results["objective"], results["fpa"]["lam"], results["fpa"]["apply_to"])
+    name = method_label(results["objective"], results["fpa"]["lam"], results["fpa"]["apply_to"],
+                        results["fpa"].get("guard"))
     rows = [("reference", results["reference"]), (name, results["policy"])]
     names = list(results["reference"]["suite"]["benchmarks"])
-    print(f"\n| model | {' | '.join(f'{n} pass@1' for n in names)} | {names[0]} process |\n|---|"
+    print(f"\n| model | {' | '.join(f'{n} pass@1 ± se' for n in names)} | {names[0]} process |\n|---|"
           + "---|" * (len(names) + 1))
     for label, r in rows:
         proc = "-" if r["process"] is None else f"{r['process']:.3f}"
-        scores = " | ".join(f"{r['suite']['benchmarks'][n]['metrics']['pass@1']:.3f}" for n in names)
+        scores = " | ".join(_score(r["suite"]["benchmarks"][n]) for n in names)
         print(f"| {label} | {scores} | {proc} |")
     print("stage seconds:", results["stage_seconds"])
 

@@ -3,6 +3,7 @@
 - FPA (λ > 0) on an objective whose gradient coefficients do not depend on the policy (SFT / RFT:
   every token's coefficient is 1/|y|) changes nothing and would load a reference for nothing:
   refused. Detected generically, by evaluating the coefficients at two policies on a synthetic batch.
+- The future guard (``fpa.guard``) gates pairs: refused for objectives that do not train on pairs.
 - Sequence lengths (``data.max_length``, ``sft.max_length``) must fit the model's positions.
 - ``train.precompute_reference=true`` where the reference cannot be precomputed (FPA on: it needs the
   reference's full logits; KTO: its KL rows are built per batch): refused (:func:`fpa.data.reference.blocker`).
@@ -39,8 +40,9 @@ def fpa_changes_nothing(objective) -> bool:
     chosen = torch.tensor(chosen)
     group = torch.tensor([0, 0, 1, 1]) if kind == "groups" else torch.arange(b)
     kl = ObjectiveInputs(policy=lp(), mask=mask, reference=lp()) if objective.needs_kl_rows else None
+    # Stored behaviour log-probs: an objective with a ratio to the behaviour policy (GRPO) depends on the policy.
     x = ObjectiveInputs(policy=lp(), mask=mask, reference=lp(), chosen=chosen, reward=chosen.double(), group=group,
-                        kl=kl)
+                        kl=kl, behaviour=lp())
     try:
         a, _ = token_coefficients(objective, x)
         c, _ = token_coefficients(objective, replace(x, policy=lp()))
@@ -67,6 +69,11 @@ def check_train(parts: Any, stage: str = "train") -> None:
             problems.append(f"fpa.lam: λ={lam} with objective {type(parts.objective).__name__} does nothing: its "
                             "gradient coefficients do not depend on the policy, so there is no future policy to "
                             "anchor to a reference (and one would be loaded for nothing); set fpa.lam=0")
+        guard, data = getattr(parts.fpa, "guard", None), getattr(parts.objective, "data", None)
+        if guard is not None and data != "pairs":
+            problems.append(f"fpa.guard: {guard} gates the rejected side of pairs, but objective "
+                            f"{type(parts.objective).__name__} trains on {data} rows; set fpa.guard=null "
+                            "or choose an objective that trains on pairs")
         why = blocker(parts.objective, parts.fpa) if parts.train.precompute_reference is True else None
         if why is not None and not inert:  # an inert FPA is reported above
             problems.append(f"train.precompute_reference: true, but {why}; set it to auto (on wherever allowed) "

@@ -53,6 +53,20 @@ def shared_token_flags(a: list[int], b: list[int]) -> tuple[list[bool], list[boo
     return fa, fb
 
 
+def pair_shared_flags(example: dict[str, Any]) -> tuple[list[bool], list[bool]]:
+    """The pair's shared-token flags: those stored on the example (:func:`add_shared_flags`, once per data set),
+    else computed now."""
+    if "chosen_shared" in example:
+        return example["chosen_shared"], example["rejected_shared"]
+    return shared_token_flags(example["chosen_ids"], example["rejected_ids"])
+
+
+def add_shared_flags(examples: list[dict[str, Any]]) -> None:
+    """Store each pair's shared-token flags on it (in place), so batches do not re-align the same pairs."""
+    for e in examples:
+        e["chosen_shared"], e["rejected_shared"] = shared_token_flags(e["chosen_ids"], e["rejected_ids"])
+
+
 def pad_rows(rows: list[Row], pad_id: int, extra_masks: list[list[bool]] | None = None) -> dict[str, torch.Tensor]:
     width = max(len(p) + len(c) for p, c, *_ in rows)
     n = len(rows)
@@ -91,8 +105,7 @@ class Collator:
         rows = ROW_BUILDERS[self.kind](examples)
         flags = None
         if self.kind == "pairs" and self.shared_tokens:
-            half = len(rows) // 2
-            pairs = [shared_token_flags(rows[i][1], rows[i + half][1]) for i in range(half)]
+            pairs = [pair_shared_flags(e) for e in examples]
             flags = [fa for fa, _ in pairs] + [fb for _, fb in pairs]
         batch = pad_rows(rows, self.pad_id, flags)
         if self.pack:

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from fpa.data.collate import Collator
+from fpa.data.collate import Collator, add_shared_flags
 from fpa.data.examples import BUILDERS
 
 
@@ -170,6 +170,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         fitted = [self._fit(e) for e in tokenized]
         self.train_set = [e for e in fitted if e is not None]
         self.n_dropped = len(fitted) - len(self.train_set)
+        if self.collate.kind == "pairs" and self.collate.shared_tokens:
+            add_shared_flags(self.train_set)  # once per data set (after truncation), not once per batch
         if not self.train_set:
             from fpa.guards import InputError
 

@@ -1,7 +1,7 @@
 """Reference log-probs computed once and served with the data (``train.precompute_reference``).
 
 An objective that reads the reference only through the per-token log-probs of the rows the
-DataModule serves (``Objective.reference_on_served_rows``: DPO, IPO, RPO, offline PG) does not need
+DataModule serves (``Objective.reference_on_served_rows``: DPO, IPO, RPO, offline PG, GRPO) does not need
 the reference model at training time when FPA is off: :mod:`fpa.stages.reference_logprobs` scores
 every training example's rows once, and each example carries them under :data:`KEY`, a 1-D tensor
 holding its rows' scored tokens in row order (the order of :data:`fpa.data.collate.ROW_BUILDERS`).
@@ -35,7 +35,9 @@ def blocker(objective, fpa) -> str | None:
     if fpa is not None and fpa.enabled:
         return (f"FPA (fpa.lam={fpa.lam}) needs the reference's full logits at every step for the future "
                 "policy, not only the stored tokens' log-probs")
-    if not objective.needs_reference:
+    # FPA's own reference needs at λ = 0 (the future guard) read the served rows' token log-probs only.
+    fpa_reads = fpa is not None and getattr(fpa, "needs_reference", False)
+    if not objective.needs_reference and not fpa_reads:
         return f"objective {name} does not read a reference: there is nothing to precompute"
     if objective.needs_kl_rows:
         return (f"objective {name} reads the reference on mismatched KL rows built per batch, which cannot be "

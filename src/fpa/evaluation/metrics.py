@@ -160,3 +160,35 @@ class SampleShare(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.hits / self.total if self.total > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class MeanStandardError(Metric):
+    """The standard error of a mean over items (here: per-problem pass@1 over a benchmark's problems).
+
+    sd(values, ddof=1) / √n from sum states (count, sum, sum of squares, float64), so ranks that score
+    disjoint problems reduce to the single-process value; NaN with fewer than 2 items. It is the
+    sampling error of the score over problems and the samples drawn for them: with k samples per
+    problem, the spread of per-problem means includes the sampling noise of the k samples.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("n", "total", "total_sq"):
+            self.add_state(name, torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: Sequence[float]) -> None:
+        v = torch.as_tensor(list(values), dtype=torch.float64)
+        self.n += v.numel()
+        self.total += v.sum()
+        self.total_sq += (v * v).sum()
+
+    def compute(self) -> torch.Tensor:
+        if self.n < 2:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        mean = self.total / self.n
+        var = ((self.total_sq - self.n * mean * mean) / (self.n - 1)).clamp_min(0)
+        return (var / self.n).sqrt()

@@ -32,7 +32,7 @@ import torch
 
 from fpa import checks
 from fpa.evaluation.benchmarks import Benchmark
-from fpa.evaluation.metrics import BenchmarkAccuracy, SampleShare
+from fpa.evaluation.metrics import BenchmarkAccuracy, MeanStandardError, SampleShare
 from fpa.prompting import PromptFormat
 from fpa.tasks.answers import normalize_number
 from fpa.tasks.equivalence import plain_number
@@ -95,6 +95,8 @@ class BenchmarkResult:
     tokens_per_second: float
     settings: dict[str, Any]  # what produced these numbers: seed, k, temperature, ..., instruction
     samples: list[dict[str, Any]] = field(default_factory=list)  # this rank's samples
+    # standard error of pass@1 over problems (reduced over ranks); None with fewer than 2 problems
+    pass1_se: float | None = None
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -131,19 +133,20 @@ class SuiteResult:
 
     def markdown(self, title: str | None = None) -> str:
         metric_keys = sorted({k for b in self.benchmarks.values() for k in b.metrics}, key=_metric_order)
-        head = ["benchmark", "problems", *metric_keys, "unverified"]
+        head = ["benchmark", "problems", *metric_keys, "unverified", "pass@1 se"]
         lines = [f"### {title}", ""] if title else []
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, b in self.benchmarks.items():
             unverified = b.verification.get("n_timeout", 0) + b.verification.get("n_error", 0)
             lines.append("| " + " | ".join([name, str(b.n_problems), *(_fmt(b.metrics.get(k)) for k in metric_keys),
-                                            str(unverified)]) + " |")
+                                            str(unverified), _fmt(b.pass1_se)]) + " |")
         avg = self.average
-        lines.append("| " + " | ".join(["**average**", "", *(_fmt(avg.get(k)) for k in metric_keys), ""]) + " |")
+        lines.append("| " + " | ".join(["**average**", "", *(_fmt(avg.get(k)) for k in metric_keys), "", ""])
+                     + " |")
         s = self.settings
         lines += ["", f"k={s.get('k')} samples per problem, temperature {s.get('temperature')}, "
                       f"top-p {s.get('top_p')}, seed {s.get('seed')}; pass@1 is the mean over samples; "
-                      "average is unweighted over benchmarks."]
+                      "average is unweighted over benchmarks; pass@1 se: its standard error over problems."]
         return "\n".join(lines) + "\n"
 
 
@@ -206,10 +209,13 @@ def evaluate_benchmark(sampler, bench: Benchmark, prompt: PromptFormat, settings
 
     metric = BenchmarkAccuracy(ks=settings.pass_at, maj_ks=settings.maj_at)
     process = SampleShare()
+    spread = MeanStandardError()
     if device is not None:
-        metric, process = metric.to(device), process.to(device)
+        metric, process, spread = metric.to(device), process.to(device), spread.to(device)
     metric.update(correct, answers if settings.maj_at else None)
     process.update([v.process for v in verdicts])
+    spread.update([sum(c) / len(c) for c in correct])  # per-problem pass@1
+    se = float(spread.compute().item())
     computed = metric.compute()  # reduces over ranks when torch.distributed is initialised
     n_problems = int(computed.pop("n_problems").item())
     n_samples = int(computed.pop("n_samples").item())
@@ -228,7 +234,7 @@ def evaluate_benchmark(sampler, bench: Benchmark, prompt: PromptFormat, settings
                   "split": bench.split, "n_problems": bench.n_problems, "problem_seed": bench.problem_seed,
                   "answer_format": bench.answer_format,
                   "task": getattr(bench.task, "name", type(bench.task).__name__)},
-        samples=rows)
+        samples=rows, pass1_se=None if math.isnan(se) else se)
 
 
 def evaluate_suite(sampler, benchmarks: list[Benchmark], prompt: PromptFormat, settings: EvalSettings, *,

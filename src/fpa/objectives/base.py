@@ -31,6 +31,9 @@ class ObjectiveInputs:
     reward: Tensor | None = None  # [B] verifiable reward
     group: Tensor | None = None  # [B] long: rows sharing a problem share an id
     kl: ObjectiveInputs | None = None  # KTO: mismatched (prompt, completion) rows, no gradient
+    # [B, T] log-probs of the behaviour policy that sampled the completions (at temperature 1), no gradient.
+    # None: not stored (offline data), read as the current policy, detached: the on-policy case.
+    behaviour: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool:
@@ -40,11 +43,20 @@ class ObjectiveInputs:
             rows = empty.nonzero().flatten().tolist()
             raise ValueError(f"ObjectiveInputs: rows {rows} have no completion token (all masked)")
 
+    def behaviour_logprobs(self) -> Tensor:
+        """The behaviour policy's log-probs: the stored ones, else the current policy's (detached)."""
+        return self.policy.detach() if self.behaviour is None else self.behaviour
+
     def at_future(self) -> ObjectiveInputs:
-        """The same batch with the policy's log-probs replaced by the future policy's."""
+        """The same batch with the policy's log-probs replaced by the future policy's.
+
+        The behaviour policy stays what sampled the data: without stored log-probs that is the current
+        policy, so it is pinned here before ``policy`` is swapped (a ratio π̂/π_θ, not π̂/π̂ = 1).
+        """
         if self.future is None:
             raise ValueError("ObjectiveInputs.at_future: no future log-probs (no reference model loaded)")
-        return replace(self, policy=self.future, kl=self.kl.at_future() if self.kl is not None else None)
+        return replace(self, policy=self.future, kl=self.kl.at_future() if self.kl is not None else None,
+                       behaviour=self.behaviour_logprobs())
 
     @classmethod
     def from_pairs(cls, chosen: Tensor, rejected: Tensor, ref_chosen: Tensor | None = None,
@@ -71,7 +83,9 @@ class ObjectiveInputs:
 class Objective:
     """Base class. Subclasses set the class attributes and implement ``terms``."""
 
-    needs_reference: ClassVar[bool] = True  # the loss itself reads reference log-probs
+    # The loss itself reads reference log-probs. Read from the instance: an objective may decide it from its
+    # config (GRPO with beta=0 does not), by setting it in __init__.
+    needs_reference: bool = True
     data: ClassVar[str] = "pairs"  # rows the DataModule serves: pairs | unpaired | groups | correct
     needs_kl_rows: ClassVar[bool] = False  # KTO's mismatched rows
     # The loss reads the reference only through the per-token log-probs of the rows the DataModule

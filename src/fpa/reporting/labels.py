@@ -14,9 +14,11 @@ def objective_name(target: str, choice: str | None = None) -> str:
     return cls
 
 
-def method_label(objective: str, lam: float, apply_to: str = "both") -> str:
-    """``DPO`` with FPA off; ``FPA-DPO (λ=1)`` or ``FPA-DPO (λ=1, rejected)`` with it on."""
+def method_label(objective: str, lam: float, apply_to: str = "both", guard: str | None = None) -> str:
+    """``DPO`` with FPA off; ``FPA-DPO (λ=1)`` or ``FPA-DPO (λ=1, rejected)`` with it on; a guard adds
+    ``+ guard`` (``+ guard@current`` for the ablation)."""
+    suffix = "" if guard is None else " + guard" if guard == "future" else f" + guard@{guard}"
     if not lam:
-        return objective
+        return objective + suffix
     side = "" if apply_to == "both" else f", {apply_to}"
-    return f"FPA-{objective} (λ={float(lam):g}{side})"
+    return f"FPA-{objective} (λ={float(lam):g}{side}){suffix}"

@@ -64,10 +64,10 @@ def paired_difference(policy: dict[str, float], reference: dict[str, float], n_b
             "se_reference": se(b), "se_difference": se(d), "excludes_zero": bool(low > 0 or high < 0)}
 
 
-def run_difference(results: dict, run_dir: str | Path, n_boot: int = 10_000) -> dict[str, float] | None:
-    """Policy − reference on the headline benchmark of one run's ``results.json``, paired by problem.
+def samples_files(results: dict, run_dir: str | Path) -> tuple[Path | None, Path | None]:
+    """(policy, reference) samples files of the headline benchmark of one run's ``results.json``.
 
-    None when either evaluation's samples are not on disk (runs made before evaluations recorded
+    None for an evaluation whose samples are not on disk (runs made before evaluations recorded
     their directory, or a moved cache).
     """
     def samples(summary: dict, default_dir: Path | None) -> Path | None:
@@ -79,8 +79,15 @@ def run_difference(results: dict, run_dir: str | Path, n_boot: int = 10_000) -> 
         path = base / info["samples_file"]
         return path if path.is_file() else None
 
-    pol = samples(results.get("policy") or {}, Path(run_dir) / "eval")
-    ref = samples(results.get("reference") or {}, None)
+    return samples(results.get("policy") or {}, Path(run_dir) / "eval"), samples(results.get("reference") or {}, None)
+
+
+def run_difference(results: dict, run_dir: str | Path, n_boot: int = 10_000) -> dict[str, float] | None:
+    """Policy − reference on the headline benchmark of one run's ``results.json``, paired by problem.
+
+    None when either evaluation's samples are not on disk (:func:`samples_files`).
+    """
+    pol, ref = samples_files(results, run_dir)
     if pol is None or ref is None:
         return None
     return paired_difference(per_problem(pol), per_problem(ref), n_boot=n_boot)
@@ -95,12 +102,12 @@ def difference_table(runs) -> str:
         d = run_difference(run.results, run.path)
         if d is None:
             continue
-        lines.append(f"| {run.label} | {run.seed} | {d['reference']:.3f} ± {d['se_reference']:.3f} | "
+        lines.append(f"| {run.label} | {getattr(run, 'data_seed', 0)} | {run.seed} | {d['reference']:.3f} ± {d['se_reference']:.3f} | "
                      f"{d['policy']:.3f} ± {d['se_policy']:.3f} | {d['difference']:+.3f} | "
                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {'yes' if d['excludes_zero'] else 'no'} | "
                      f"{d['n_problems']} |")
     if not lines:
         return ""
-    head = ("| run | seed | reference pass@1 ± se | policy pass@1 ± se | policy − reference | 95% CI (paired "
-            "bootstrap over problems) | excludes 0 | problems |\n|---|---|---|---|---|---|---|---|")
+    head = ("| run | data seed | seed | reference pass@1 ± se | policy pass@1 ± se | policy − reference | 95% CI "
+            "(paired bootstrap over problems) | excludes 0 | problems |\n|---|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(lines) + "\n"

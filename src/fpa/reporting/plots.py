@@ -73,6 +73,68 @@ def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path,
     return path
 
 
+def band_curve(runs: list[Run], column: str, n_boot: int = 500, level: float = 0.95) -> pd.DataFrame | None:
+    """Per step: the mean over data seeds of the mean over training seeds, and the hierarchical bootstrap's
+    CI (data seeds, then training seeds; a logged curve point has no per-problem scores)."""
+    from fpa.reporting.bootstrap import interval
+
+    points: dict = defaultdict(lambda: defaultdict(dict))  # step -> data seed -> training seed -> value
+    for r in runs:
+        if r.metrics is None or column not in r.metrics or "step" not in r.metrics:
+            continue
+        for step, value in r.metrics[["step", column]].dropna().groupby("step")[column].last().items():
+            points[step][r.data_seed][r.seed] = [float(value)]
+    if not points:
+        return None
+    rows = []
+    for step in sorted(points):
+        ci = interval(points[step], n_boot=n_boot, level=level)
+        rows.append({"step": step, "mean": ci["mean"], "low": ci["ci_low"], "high": ci["ci_high"],
+                     "n_runs": ci["n_runs"]})
+    return pd.DataFrame(rows).set_index("step")
+
+
+def band_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path, ylabel: str) -> Path | None:
+    """Panel per objective; per method label a mean line with its 95% CI band over seeds (see :func:`band_curve`)."""
+    by_objective: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.metrics is not None and r.status == "finished":
+            by_objective[r.objective][r.label].append(r)
+    panels = []
+    for obj, labels in sorted(by_objective.items()):
+        lines = [(label, name, band_curve(labels[label], col)) for label in sorted(labels, key=lambda lb: (lb != obj, lb))
+                 for name, col in columns.items()]
+        lines = [line for line in lines if line[2] is not None]
+        if lines:
+            panels.append((obj, lines))
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (obj, lines) in zip(axes.flat, panels):
+        colours = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(lb for lb, _, _ in lines))}
+        names = list(dict.fromkeys(n for _, n, _ in lines))
+        for label, name, band in lines:
+            style = _STYLES[names.index(name) % len(_STYLES)]
+            ax.plot(band.index, band["mean"], style, color=colours[label], linewidth=1.4,
+                    label=f"{label} {name} (n={int(band['n_runs'].max())})".strip())
+            ax.fill_between(band.index, band["low"], band["high"], color=colours[label], alpha=0.2, linewidth=0)
+        ax.set_title(obj)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def eval_columns(runs: list[Run]) -> dict[str, str]:
     """The pass@1 curve per benchmark logged during training."""
     cols = {}
@@ -118,11 +180,15 @@ def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> 
         heldout_bars(results_frame(runs) if frame is None else frame, out / "heldout_final.png"),
         curve_grid(runs, eval_columns(runs), "held-out pass@1 during training", out / "pass1_vs_step.png",
                    "pass@1"),
+        band_grid(runs, eval_columns(runs), "pass@1 during training: mean over seeds, 95% CI band (bootstrap over "
+                  "data seeds, then training seeds)", out / "pass1_bands.png", "pass@1"),
         curve_grid(runs, {"chosen": "train/logps/chosen", "rejected": "train/logps/rejected"},
                    "sequence log-probs of chosen (correct) and rejected completions (rolling mean of 5 logs)",
                    out / "logps_vs_step.png", "log π(y|x)", smooth=5),
         curve_grid(runs, {"chosen": "train/coef/future/chosen", "rejected": "train/coef/future/rejected"},
                    "gradient coefficients at the policy they are taken from (rolling mean of 5 logs)",
                    out / "coef_vs_step.png", "coefficient", smooth=5),
+        curve_grid(runs, {"": "entanglement/cosine"}, "cosine of the chosen and rejected sequence-log-prob gradients "
+                   "on the fixed probe (callbacks.entanglement)", out / "entanglement_vs_step.png", "cosine"),
     ]
     return [p for p in made if p is not None]

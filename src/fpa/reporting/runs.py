@@ -42,12 +42,20 @@ class Run:
         return self.config.get("fpa", {}).get("apply_to", "both")
 
     @property
+    def guard(self) -> str | None:
+        return self.config.get("fpa", {}).get("guard")
+
+    @property
+    def data_seed(self) -> int:
+        return int(self.config.get("data_seed", 0))
+
+    @property
     def seed(self) -> int:
         return int(self.config.get("seed", 0))
 
     @property
     def label(self) -> str:
-        return method_label(self.objective, self.lam, self.apply_to)
+        return method_label(self.objective, self.lam, self.apply_to, self.guard)
 
 
 def _is_run_dir(path: Path) -> bool:

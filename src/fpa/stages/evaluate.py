@@ -27,7 +27,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The summary ``results.json`` keeps per model: the suite's first benchmark, plus the whole suite."""
     name = next(iter(report["benchmarks"]))
     metrics = report["benchmarks"][name]["metrics"]
-    return {"benchmark": name, "pass@1": metrics["pass@1"], "process": metrics.get("process"),
+    return {"benchmark": name, "pass@1": metrics["pass@1"], "pass@1_se": report["benchmarks"][name].get("pass1_se"),
+            "process": metrics.get("process"),
             "n_problems": report["benchmarks"][name]["n_problems"], "k": report["settings"]["k"],
             "average": report["average"], "suite": report}
 
