@@ -5,6 +5,10 @@
 root (see :mod:`fpa.strategies`), so the policy's output layer, read directly by the chunked
 log-probs, is gathered there; on one device ``forward`` is a plain call.
 
+With ``precomputed_reference`` (``train.precompute_reference``; FPA off, an objective with
+``reference_on_served_rows``) no reference model is loaded: each batch carries the reference's token
+log-probs, computed once before training (:mod:`fpa.stages.reference_logprobs`).
+
 Checkpoints hold the policy, the optimizer and the scheduler, never the frozen reference (it is
 reloaded from ``reference_path``); they load with ``weights_only=True``.
 
@@ -16,7 +20,7 @@ future policy anchors to the base's logits). Checkpoints then hold only the adap
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import lightning as L
@@ -29,6 +33,7 @@ from fpa.logprobs import CompletionLogProbs, completion_logprobs
 from fpa.models.loading import load_model
 from fpa.models.lora import LoraSettings, adapter_disabled
 from fpa.data.packing import unpack_logprobs
+from fpa.data.reference import KEY as REFERENCE_KEY, blocker as precompute_blocker
 from fpa.objectives.base import Objective, ObjectiveInputs
 from fpa.optim import AdamW, WarmupCosine
 
@@ -104,7 +109,8 @@ class OfflineRLModule(L.LightningModule):
                  reference_path: str | None = None, optimizer: AdamW | None = None,
                  scheduler: WarmupCosine | None = None, chunk_size: int = 1024, dtype: str = "float32",
                  gradient_checkpointing: bool = False, trust_remote_code: bool = False,
-                 policy_dtype: str | None = None, sync_loss: bool = True, lora: LoraSettings | None = None) -> None:
+                 policy_dtype: str | None = None, sync_loss: bool = True, lora: LoraSettings | None = None,
+                 precomputed_reference: bool = False) -> None:
         super().__init__()
         # Plain values only (strings, numbers): checkpoints stay loadable with weights_only=True.
         self.save_hyperparameters(ignore=["objective", "fpa", "optimizer", "scheduler", "lora"])
@@ -125,6 +131,12 @@ class OfflineRLModule(L.LightningModule):
         self.hparams["scheduler"] = {"name": type(self.scheduler_factory).__name__,
                                      **asdict(self.scheduler_factory)}
         self.uses_reference = objective.needs_reference or self.fpa.needs_reference
+        # Reference log-probs served with the batch (fpa.data.reference): no reference model, no reference forward.
+        self.precomputed_reference = bool(precomputed_reference)
+        if self.precomputed_reference:
+            why = precompute_blocker(objective, self.fpa)
+            if why is not None:
+                raise ValueError(f"precomputed_reference: {why}")
         # The policy's master weights: fp32 under bf16-mixed (policy_dtype), else the model's dtype.
         self.policy = load_model(policy_path, policy_dtype or dtype, trust_remote_code)
         self.policy.config.use_cache = False  # training never decodes: no KV cache
@@ -139,7 +151,7 @@ class OfflineRLModule(L.LightningModule):
             self.policy.train()
             self.trainable_policy_keys = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         self.reference = None
-        if self.uses_reference and lora is None:
+        if self.uses_reference and lora is None and not self.precomputed_reference:
             self.reference = load_model(reference_path or policy_path, dtype, trust_remote_code, frozen=True)
             self.reference.config.use_cache = False
         self.chunk_size, self.sync_loss = chunk_size, sync_loss
@@ -178,7 +190,7 @@ class OfflineRLModule(L.LightningModule):
         A tuple of tensors (not a dataclass) so that FSDP's hooks see the outputs.
         """
         if self.lora is not None:  # the reference: the policy with its adapter disabled (unsharded: no fsdp)
-            reference = self.policy if self.uses_reference else None
+            reference = self.policy if self.uses_reference and not self.precomputed_reference else None
             lp = completion_logprobs(self.policy, input_ids, attention_mask, completion_mask,
                                      reference=reference, lam=self.fpa.lam, chunk_size=self.chunk_size,
                                      position_ids=position_ids,
@@ -200,6 +212,11 @@ class OfflineRLModule(L.LightningModule):
                                                batch["packed_completion_mask"], batch["packed_position_ids"]), batch)
         else:
             lp = self.logprobs(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        if self.precomputed_reference:  # λ = 0 (FPA is refused): the future policy is the current one
+            if REFERENCE_KEY not in batch:
+                raise ValueError(f"precomputed_reference: the batch has no {REFERENCE_KEY!r} (the examples were not "
+                                 "given their reference log-probs: fpa.stages.reference_logprobs)")
+            lp = replace(lp, reference=batch[REFERENCE_KEY].to(lp.policy.device), future=lp.policy.detach())
         kl = None
         if self.objective.needs_kl_rows:
             with torch.no_grad():

@@ -12,8 +12,10 @@ import json
 from typing import Any
 
 # Dotted keys (prefixes) that never change what a run computes.
+# train.precompute_reference changes where the reference's log-probs are computed, not what they are (the
+# same code on the same rows, equal up to float rounding).
 VOLATILE = ("hydra", "paths", "logger", "sweep", "train.resume", "train.resume_override", "train.log_every_n_steps",
-            "callbacks.eval", "callbacks.checkpoint", "callbacks.entanglement")
+            "train.precompute_reference", "callbacks.eval", "callbacks.checkpoint", "callbacks.entanglement")
 # Keys added after runs were made: left out while null, so those runs keep their directory and resume.
 OMIT_IF_NULL = ("model.lora", "fpa.guard")
 

@@ -5,6 +5,8 @@
   refused. Detected generically, by evaluating the coefficients at two policies on a synthetic batch.
 - The future guard (``fpa.guard``) gates pairs: refused for objectives that do not train on pairs.
 - Sequence lengths (``data.max_length``, ``sft.max_length``) must fit the model's positions.
+- ``train.precompute_reference=true`` where the reference cannot be precomputed (FPA on: it needs the
+  reference's full logits; KTO: its KL rows are built per batch): refused (:func:`fpa.data.reference.blocker`).
 - Sharded training (``trainer=fsdp``) supports only some precisions, and no LoRA adapters.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from fpa.data.reference import blocker
 from fpa.guards import ConfigError
 
 SHARDED_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
@@ -61,7 +64,8 @@ def check_train(parts: Any, stage: str = "train") -> None:
                 problems.append(f"{key}: {value} exceeds the model's {positions} positions")
     if stage == "train":
         lam = parts.fpa.lam
-        if lam > 0 and fpa_changes_nothing(parts.objective):
+        inert = lam > 0 and fpa_changes_nothing(parts.objective)
+        if inert:
             problems.append(f"fpa.lam: λ={lam} with objective {type(parts.objective).__name__} does nothing: its "
                             "gradient coefficients do not depend on the policy, so there is no future policy to "
                             "anchor to a reference (and one would be loaded for nothing); set fpa.lam=0")
@@ -70,6 +74,10 @@ def check_train(parts: Any, stage: str = "train") -> None:
             problems.append(f"fpa.guard: {guard} gates the rejected side of pairs, but objective "
                             f"{type(parts.objective).__name__} trains on {data} rows; set fpa.guard=null "
                             "or choose an objective that trains on pairs")
+        why = blocker(parts.objective, parts.fpa) if parts.train.precompute_reference is True else None
+        if why is not None and not inert:  # an inert FPA is reported above
+            problems.append(f"train.precompute_reference: true, but {why}; set it to auto (on wherever allowed) "
+                            "or false")
     strategy = (parts.trainer.node.get("strategy") or {}) if parts.trainer is not None else {}
     if isinstance(strategy, dict) and "FSDP" in str(strategy.get("_target_", "")):
         precision = parts.trainer.precision

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from fpa.data.packing import pack_rows
+from fpa.data.packing import pack_rows, scored_mask
+from fpa.data.reference import KEY as REFERENCE, batch_values as reference_values
 
 Row = tuple[list[int], list[int], bool, float, int]  # prompt, completion, chosen, reward, group
 
@@ -115,4 +116,6 @@ class Collator:
             mismatched = [(rows[i][0], rows[i - 1][1], False, 0.0, i) for i in range(len(rows))]
             batch.update({f"kl_{k}": v for k, v in pad_rows(mismatched, self.pad_id).items()
                           if k in ("input_ids", "attention_mask", "completion_mask")})
+        if examples and REFERENCE in examples[0]:  # precomputed (fpa.data.reference): padded layout, always
+            batch[REFERENCE] = reference_values(examples, rows, scored_mask(batch))
         return batch

@@ -88,6 +88,10 @@ class Objective:
     needs_reference: bool = True
     data: ClassVar[str] = "pairs"  # rows the DataModule serves: pairs | unpaired | groups | correct
     needs_kl_rows: ClassVar[bool] = False  # KTO's mismatched rows
+    # The loss reads the reference only through the per-token log-probs of the rows the DataModule
+    # serves (``x.reference``), so with FPA off they can be computed once before training
+    # (``train.precompute_reference``). False by default: a new objective opts in after checking.
+    reference_on_served_rows: ClassVar[bool] = False
 
     def __init__(self, reduce: str = "sum") -> None:
         from fpa import checks

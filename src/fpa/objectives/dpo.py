@@ -15,6 +15,7 @@ from fpa.objectives.base import Objective, ObjectiveInputs, split_pairs
 class DPO(Objective):
     needs_reference = True
     data = "pairs"
+    reference_on_served_rows = True  # the served pairs' tokens only
 
     def __init__(self, beta: float = 0.1, reduce: str = "sum") -> None:
         from fpa import checks

@@ -62,6 +62,7 @@ def global_sum(values: Tensor) -> Tensor:
 
 class GRPO(Objective):
     data = "groups"
+    reference_on_served_rows = True  # the k3 KL term (beta > 0) reads the served rows' tokens only
 
     def __init__(self, beta: float = 0.0, epsilon_low: float = 0.2, epsilon_high: float | None = None,
                  loss_type: str = "grpo", scale_rewards: str = "group", max_completion_length: int | None = None,

@@ -18,6 +18,7 @@ from fpa.objectives.base import Objective, ObjectiveInputs, split_pairs
 class IPO(Objective):
     needs_reference = True
     data = "pairs"
+    reference_on_served_rows = True  # the served pairs' tokens only
 
     def __init__(self, beta: float = 0.1, reduce: str = "mean") -> None:
         super().__init__(reduce)

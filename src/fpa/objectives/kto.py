@@ -34,6 +34,7 @@ class KTO(Objective):
     needs_reference = True
     data = "unpaired"
     needs_kl_rows = True
+    reference_on_served_rows = False  # z reads the reference on mismatched KL rows built per batch
 
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
                  reduce: str = "sum") -> None:

@@ -30,6 +30,7 @@ BASELINES = ("group_mean", "none")
 class OfflinePG(Objective):
     needs_reference = True
     data = "groups"
+    reference_on_served_rows = True  # the importance weights read the served rows' tokens only
     value_is_surrogate: ClassVar[bool] = True  # see module docstring
 
     def __init__(self, clip: float = 2.0, weighting: str = "token", reduce: str = "sum",

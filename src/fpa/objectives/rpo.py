@@ -18,6 +18,7 @@ from fpa.objectives.dpo import DPO
 class RPO(DPO):
     needs_reference = True
     data = "pairs"
+    reference_on_served_rows = True  # the served pairs' tokens only
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, reduce: str = "sum") -> None:
         from fpa import checks

@@ -19,6 +19,7 @@ from fpa.objectives.base import Objective, ObjectiveInputs, split_pairs
 class SimPER(Objective):
     needs_reference = False
     data = "pairs"
+    reference_on_served_rows = True  # it reads none; the future guard (λ = 0) reads the served pairs' tokens
 
     def __init__(self, reduce: str = "mean") -> None:
         super().__init__(reduce)

@@ -9,6 +9,9 @@
   already has one resumes from it exactly: data position, optimizer, scheduler and RNG, if it was
   made with the same result-changing settings (:mod:`fpa.checkpoint_config`; else
   ``train.resume_override=true``).
+- ``train.precompute_reference`` (auto: at ``fpa.lam=0`` for objectives with ``reference_on_served_rows``):
+  the reference's token log-probs of every example are computed once, cached
+  (:mod:`fpa.stages.reference_logprobs`) and served with the batches; the module loads no reference.
 - A NaN/inf loss stops the run (:class:`fpa.guards.NonFiniteLossError`) before the step is taken;
   a GPU out-of-memory error becomes :class:`fpa.guards.OutOfMemoryHint`.
 """
@@ -24,6 +27,7 @@ import lightning as L
 from fpa import checks
 from fpa.checkpoint_config import RecordConfig
 from fpa.data.records import load_trajectories
+from fpa.data.reference import check_setting as check_precompute_setting, enabled as precompute_enabled
 from fpa.guards import ConfigError, oom_hints
 from fpa.models.loading import load_tokenizer
 from fpa.progress import StepBar
@@ -46,12 +50,16 @@ class TrainSettings:
     resume: str | bool | None = "auto"  # auto | never | must | a checkpoint path or run directory
     log_every_n_steps: int = 5
     resume_override: bool = False  # resume even if the checkpoint was made with other settings
+    # auto | true | false: the reference's token log-probs computed once (cached) and no reference model in
+    # training; auto = wherever allowed (FPA off, an objective with reference_on_served_rows: fpa.data.reference)
+    precompute_reference: str | bool = "auto"
 
     def __post_init__(self) -> None:
         checks.number("max_steps", self.max_steps, 0, integer=True)
         checks.number("log_every_n_steps", self.log_every_n_steps, 1, integer=True)
         if not isinstance(self.resume_override, bool):
             raise ConfigError(f"resume_override: must be true or false, got {self.resume_override!r}")
+        check_precompute_setting(self.precompute_reference)
         if isinstance(self.resume, str) and self.resume not in RESUME_CHOICES:
             from fpa.models.spec import check_input_path
 
@@ -137,10 +145,16 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     micro, accumulate = d.layout(trainer.num_devices * trainer.num_nodes)
     trainer.accumulate_grad_batches = accumulate
     data = d.datamodule(tok, objective, records, micro, parts.seed)
+    precomputed = precompute_enabled(t.precompute_reference, objective, parts.fpa)
+    if precomputed:  # every example's reference log-probs, once (cached); the module then loads no reference
+        from fpa.stages.reference_logprobs import for_training
+
+        data.setup("fit")
+        for_training(parts, reference, data)
     module = parts.module.build(reference, objective, parts.fpa, parts.optimizer, parts.scheduler,
                                 reference_path=reference, dtype=parts.model.dtype,
                                 policy_dtype="float32" if parts.trainer.precision_is_mixed else None,
-                                trust_remote_code=trust, lora=parts.model.lora)
+                                trust_remote_code=trust, lora=parts.model.lora, precomputed_reference=precomputed)
     with oom_hints(micro_batch_size=micro, global_batch=d.batch_size, chunk_size=parts.module.chunk_size,
                    gradient_checkpointing=parts.module.gradient_checkpointing, max_length=d.max_length):
         trainer.fit(module, data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
