@@ -1,9 +1,9 @@
-"""AdamW step time on CPU: the project's optimizer (``torch.optim.AdamW`` defaults) vs foreach vs fused.
+"""AdamW step time on CPU: torch's default (a for-loop on CPU) vs foreach vs fused (the project's default).
 
-``OfflineRLModule.configure_optimizers`` builds ``torch.optim.AdamW(params, lr, weight_decay)``; on
-CPU torch's defaults pick the per-parameter for-loop implementation (foreach is the default only
-for CUDA tensors). TRL (through transformers' ``Trainer``, torch >= 2.8) defaults to
-``adamw_torch_fused``. Same parameters and gradients, steps interleaved, median of rounds.
+On CPU torch's defaults pick the per-parameter for-loop implementation (foreach is the default only
+for CUDA tensors). ``fpa.optim.AdamW`` (``optimizer.fused: null``) takes the fused kernel wherever every
+parameter allows it (issue 17), as TRL does (transformers' ``adamw_torch_fused``). Same parameters and
+gradients, steps interleaved, median of rounds.
 
     PYTHONPATH=src .venv/bin/python benchmarks/optimizer_step.py            # the ~60M model of the other scripts
     PYTHONPATH=src .venv/bin/python benchmarks/optimizer_step.py --quick
@@ -50,8 +50,8 @@ def run(args) -> str:
         {m: SIZES[m] for m in args.models}
     rows = []
     for name, size in sizes.items():
-        variants = {"AdamW() — the project's (for-loop on CPU)": {}, "AdamW(foreach=True)": {"foreach": True},
-                    "AdamW(fused=True) — TRL's default": {"fused": True}}
+        variants = {"AdamW() — torch's default on CPU (for-loop)": {}, "AdamW(foreach=True)": {"foreach": True},
+                    "AdamW(fused=True) — the project's default, and TRL's": {"fused": True}}
         models, opts = {}, {}
         for v, kw in variants.items():
             m = params_of(size)
@@ -64,7 +64,7 @@ def run(args) -> str:
         for v in variants:
             rows.append([f"{name} ({n / 1e6:.1f}M params, {len(list(models[v].parameters()))} tensors)", v,
                          1e3 * C.seg(rounds[v]), C.ratio_text(rounds[v], base)])
-    return C.table("AdamW step on CPU", ["model", "optimizer", "step ms", "vs the project's (paired)"], rows,
+    return C.table("AdamW step on CPU", ["model", "optimizer", "step ms", "vs torch's default (paired)"], rows,
                    note=f"Machine: {C.machine()}. Median of interleaved rounds after a warm-up step.")
 
 
