@@ -58,8 +58,11 @@ def make_batch(cfg: dict, path: Path):
     return Collator("pairs", tok.pad_token_id)(examples)
 
 
-def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int):
-    """A callable running ``steps`` optimizer steps of a fresh module; returns its segment times."""
+def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int, precomputed: bool = False):
+    """A callable running ``steps`` optimizer steps of a fresh module; returns its segment times.
+
+    ``precomputed``: the module loads no reference and reads the batch's ``reference_logprobs`` (λ=0 only).
+    """
     import time
 
     from fpa.fpa import FuturePolicy
@@ -67,8 +70,9 @@ def make_stepper(path: Path, lam: float, batch, chunk_size: int, steps: int):
     from fpa.optim import AdamW
     from fpa.objectives.dpo import DPO
 
-    module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=lam), reference_path=str(path), optimizer=AdamW(lr=1e-5),
-                             chunk_size=chunk_size)
+    module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=lam), reference_path=str(path),
+                             optimizer=AdamW(lr=1e-5), chunk_size=chunk_size, precomputed_reference=precomputed)
+    assert (module.reference is None) == precomputed
     module.train()
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]

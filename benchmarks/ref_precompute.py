@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from fpa_overhead import CONFIGS, QUICK  # noqa: E402  (the same sizes as the FPA-overhead figures)
+from fpa_overhead import CONFIGS, QUICK, make_stepper  # noqa: E402  (the same sizes and steps as the FPA-overhead figures)
 
 DPO, DPO_PRE, FPA = "DPO (reference forward)", "DPO (precomputed reference)", "FPA-DPO (λ=1)"
 
@@ -61,42 +61,6 @@ def examples_and_batches(cfg: dict, path: Path, chunk_size: int, repeats: int = 
     return plain, served, seconds
 
 
-def make_stepper(path: Path, lam: float, precomputed: bool, batch, chunk_size: int, steps: int):
-    """A callable running ``steps`` optimizer steps of a fresh module; returns its segment times."""
-    from fpa.fpa import FuturePolicy
-    from fpa.module import OfflineRLModule
-    from fpa.objectives.dpo import DPO as DPOObjective
-    from fpa.optim import AdamW
-
-    module = OfflineRLModule(str(path), DPOObjective(beta=0.1), FuturePolicy(lam=lam), reference_path=str(path),
-                             optimizer=AdamW(lr=1e-5), chunk_size=chunk_size, precomputed_reference=precomputed)
-    assert (module.reference is None) == precomputed
-    module.train()
-    conf = module.configure_optimizers()
-    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
-    count = [0]
-
-    def run() -> dict:
-        seg = {"fwd": 0.0, "bwd": 0.0, "opt": 0.0}
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            loss = module.training_step(batch, count[0])
-            t1 = time.perf_counter()
-            loss.backward()
-            t2 = time.perf_counter()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            t3 = time.perf_counter()
-            seg["fwd"] += t1 - t0
-            seg["bwd"] += t2 - t1
-            seg["opt"] += t3 - t2
-            count[0] += 1
-        return seg
-
-    return run
-
-
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=["tiny"], choices=sorted(CONFIGS))
@@ -119,9 +83,9 @@ def run(args) -> str:
         plain, served, pre_s = examples_and_batches(cfg, path, args.chunk_size, 1 if args.quick else 3)
         steps = cfg["steps_per_round"]
         repeats = args.repeats or (3 if args.quick else (11 if name == "tiny" else 5))
-        fns = {DPO: make_stepper(path, 0.0, False, plain, args.chunk_size, steps),
-               DPO_PRE: make_stepper(path, 0.0, True, served, args.chunk_size, steps),
-               FPA: make_stepper(path, 1.0, False, plain, args.chunk_size, steps)}
+        fns = {DPO: make_stepper(path, 0.0, plain, args.chunk_size, steps),
+               DPO_PRE: make_stepper(path, 0.0, served, args.chunk_size, steps, precomputed=True),
+               FPA: make_stepper(path, 1.0, plain, args.chunk_size, steps)}
         rounds = C.interleaved(fns, warmup=args.warmup, repeats=repeats)
         label = f"{name} ({C.n_params(path) / 1e6:.1f}M, {tuple(plain['input_ids'].shape)})"
         tokens = C.batch_tokens(plain)

@@ -16,14 +16,6 @@ from fpa.objectives.dpo import DPO
 from fpa.optim import AdamW, fused_supported
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
     from fpa.models.tiny import build_tiny_model

@@ -60,17 +60,8 @@ def curve_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path,
                 if curve is not None:
                     ax.plot(curve.index, curve.values, _STYLES[j % len(_STYLES)], color=f"C{i}",
                             label=f"{label} {name}".strip(), linewidth=1.4, marker="." if len(curve) < 12 else None)
-        ax.set_title(obj)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        _label_axes(ax, obj, ylabel)
+    return _save(fig, path, title)
 
 
 def band_curve(runs: list[Run], column: str, n_boot: int = 500, level: float = 0.95) -> pd.DataFrame | None:
@@ -122,17 +113,8 @@ def band_grid(runs: list[Run], columns: dict[str, str], title: str, path: Path, 
             ax.plot(band.index, band["mean"], style, color=colours[label], linewidth=1.4,
                     label=f"{label} {name} (n={int(band['n_runs'].max())})".strip())
             ax.fill_between(band.index, band["low"], band["high"], color=colours[label], alpha=0.2, linewidth=0)
-        ax.set_title(obj)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        _label_axes(ax, obj, ylabel)
+    return _save(fig, path, title)
 
 
 def eval_columns(runs: list[Run]) -> dict[str, str]:
@@ -192,3 +174,20 @@ def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> 
                    "on the fixed probe (callbacks.entanglement)", out / "entanglement_vs_step.png", "cosine"),
     ]
     return [p for p in made if p is not None]
+
+
+def _label_axes(ax, title: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
