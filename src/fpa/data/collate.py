@@ -1,8 +1,7 @@
 """Pad tokenised examples into model rows: prompt + completion (+EOS), with a completion mask.
 
-Each example kind turns into rows (prompt ids, completion ids, chosen, reward, group); the
-objective's ``data`` kind picks the row builder. Pairs put all chosen rows first, then all
-rejected rows, so pair i is rows i and i + B/2 (the layout ``ObjectiveInputs`` expects).
+Each example kind turns into rows (prompt ids, completion ids, chosen, reward, group) by its builder in
+:mod:`fpa.data.rows`; the objective's ``data`` kind picks it.
 With ``pack=True`` the batch also holds the rows packed into one padding-free row (see
 :mod:`fpa.data.packing`).
 """
@@ -17,31 +16,7 @@ import torch
 
 from fpa.data.packing import pack_rows, scored_mask
 from fpa.data.reference import KEY as REFERENCE, batch_values as reference_values
-
-Row = tuple[list[int], list[int], bool, float, int]  # prompt, completion, chosen, reward, group
-
-
-def _pair_rows(examples) -> list[Row]:
-    chosen = [(e["prompt_ids"], e["chosen_ids"], True, 1.0, i) for i, e in enumerate(examples)]
-    rejected = [(e["prompt_ids"], e["rejected_ids"], False, 0.0, i) for i, e in enumerate(examples)]
-    return chosen + rejected
-
-
-def _unpaired_rows(examples) -> list[Row]:
-    return [(e["prompt_ids"], e["completion_ids"], bool(e["label"]), float(e["label"]), i)
-            for i, e in enumerate(examples)]
-
-
-def _group_rows(examples) -> list[Row]:
-    return [(e["prompt_ids"], c, r > 0.5, r, i)
-            for i, e in enumerate(examples) for c, r in zip(e["completions_ids"], e["rewards"])]
-
-
-def _correct_rows(examples) -> list[Row]:
-    return [(e["prompt_ids"], e["completion_ids"], True, 1.0, i) for i, e in enumerate(examples)]
-
-
-ROW_BUILDERS = {"pairs": _pair_rows, "unpaired": _unpaired_rows, "groups": _group_rows, "correct": _correct_rows}
+from fpa.data.rows import ROW_BUILDERS, Row
 
 
 def shared_token_flags(a: list[int], b: list[int]) -> tuple[list[bool], list[bool]]:

@@ -4,7 +4,7 @@ An objective that reads the reference only through the per-token log-probs of th
 DataModule serves (``Objective.reference_on_served_rows``: DPO, IPO, RPO, offline PG, GRPO) does not need
 the reference model at training time when FPA is off: :mod:`fpa.stages.reference_logprobs` scores
 every training example's rows once, and each example carries them under :data:`KEY`, a 1-D tensor
-holding its rows' scored tokens in row order (the order of :data:`fpa.data.collate.ROW_BUILDERS`).
+holding its rows' scored tokens in row order (the order of :data:`fpa.data.rows.ROW_BUILDERS`).
 The collator puts them into the batch in the padded layout the objectives read, for padded and
 packed batches alike.
 
@@ -63,7 +63,7 @@ def enabled(setting: Any, objective, fpa) -> bool:
 
 def rows_of(example: dict[str, Any], kind: str) -> list:
     """The rows (``fpa.data.collate.Row``) one example gives, in the collator's order."""
-    from fpa.data.collate import ROW_BUILDERS
+    from fpa.data.rows import ROW_BUILDERS
 
     return ROW_BUILDERS[kind]([example])
 
