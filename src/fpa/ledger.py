@@ -101,7 +101,7 @@ def total(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return None if any(v is None for v in values) else sum(values)
 
     return {"tokens": {k: sum(s["tokens"][k] for s in stages.values()) for k in TOKEN_KINDS},
-            "flops": add("flops"), "seconds": add("seconds"),
+            "flops": add("flops"), "seconds": None if add("seconds") is None else round(add("seconds"), 3),
             "cached_flops": sum(s["flops"] or 0 for s in stages.values() if s["cached"])}
 
 
