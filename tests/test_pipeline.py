@@ -51,3 +51,7 @@ def test_smoke_pipeline_runs_every_stage_and_reuses_cache(smoke_cfg, smoke_cache
         assert stage["cached"] and stage["tokens"] == before["tokens"] and stage["flops"] == before["flops"], name
         assert stage["seconds"] > 0.0, name
     assert not any(second["ledger"]["stages"][n]["cached"] for n in ("train", "eval_policy"))
+    # DPO at λ=0 precomputes the reference: one reference pass of its own, none in the training steps.
+    pre, train = second["ledger"]["stages"]["reference_logprobs"], second["ledger"]["stages"]["train"]
+    assert pre["tokens"]["reference_forward"] > 0 and pre["tokens"]["backward"] == 0 and pre["flops"] > 0
+    assert train["tokens"]["reference_forward"] == 0 and train["tokens"]["backward"] > 0
