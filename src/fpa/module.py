@@ -225,10 +225,12 @@ class OfflineRLModule(L.LightningModule):
         mask = attention_mask.bool()
         if position_ids is None:  # padded rows: one sequence per row
             lengths = mask.sum(-1)
-        else:  # packed: a sequence starts wherever its positions restart at 0
-            seq = (position_ids == 0).long().cumsum(-1) + torch.arange(mask.shape[0], device=mask.device)[:, None] \
-                * (position_ids.shape[-1] + 1)
-            lengths = torch.unique(seq[mask], return_counts=True)[1]
+        else:  # packed: a sequence starts wherever its positions restart at 0 (ids from 1; padding goes to bin 0)
+            rows, width = position_ids.shape
+            seq = (position_ids == 0).long().cumsum(-1) + torch.arange(rows, device=mask.device)[:, None] * (width + 1)
+            seq = seq.masked_fill(~mask, 0).flatten()  # fixed shapes throughout: no host sync on an accelerator
+            lengths = torch.zeros(rows * (width + 1) + 1, dtype=torch.long, device=mask.device)
+            lengths = lengths.scatter_add_(0, seq, mask.flatten().long())[1:]
         row = torch.stack([lengths.sum(), completion_mask.bool().sum(), (lengths.long() ** 2).sum()]).long().detach()
         kinds = ["policy_forward"] + (["backward"] if backward else []) + (
             ["reference_forward"] if self.runs_reference_forward else [])
