@@ -73,7 +73,7 @@ class ShardCheck(L.Callback):
 
 
 def _train(cfg_path: Path, model: str, traj: Path, run_dir: Path, losses: Path, extra: list | None = None,
-           **over) -> Path:
+           counts: Path | None = None, **over) -> Path:
     from omegaconf import OmegaConf
 
     from fpa.config.parts import train_parts
@@ -82,13 +82,18 @@ def _train(cfg_path: Path, model: str, traj: Path, run_dir: Path, losses: Path, 
     cfg = OmegaConf.load(cfg_path)
     for key, value in over.items():
         OmegaConf.update(cfg, key, value)
-    return train_policy(train_parts(cfg), model, traj, run_dir, [], callbacks=[LossLog(losses), *(extra or [])])
+    got: dict = {}
+    out = train_policy(train_parts(cfg), model, traj, run_dir, [], callbacks=[LossLog(losses), *(extra or [])],
+                       counts=got)
+    if counts is not None and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        counts.write_text(json.dumps({k: vars(v) for k, v in got["passes"].items()}))
+    return out
 
 
 def worker(work: Path) -> None:
     spec = json.loads((work / "spec.json").read_text())
     model, traj = spec["model"], Path(spec["traj"])
-    _train(work / "ddp.yaml", model, traj, work / "ddp", work / "ddp_losses.json")
+    _train(work / "ddp.yaml", model, traj, work / "ddp", work / "ddp_losses.json", counts=work / "ddp_counts.json")
     _train(work / "fsdp.yaml", model, traj, work / "fsdp", work / "fsdp_losses.json",
            extra=[ShardCheck(work / "shards.json")], **{"train.max_steps": STEPS - 1})
     ckpt = work / "fsdp" / "checkpoints" / "last.ckpt"
@@ -144,7 +149,10 @@ def test_two_processes_match_one_process_ddp_and_fsdp(tmp_path, smoke_cfg):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
 
-    ref_losses, ref_w = one
+    ref_losses, ref_w, ref_counts = one
+    # The compute ledger's counts are summed over the processes: the same as one process's on the same batches.
+    assert json.loads((work / "ddp_counts.json").read_text()) == ref_counts
+    assert ref_counts["policy_forward"]["tokens"] > 0
     report = {}
     for name in ("ddp", "fsdp"):
         losses = json.loads((work / f"{name}_losses.json").read_text())
@@ -176,8 +184,9 @@ def _train_one(smoke_cfg, model: Path, traj: Path, tmp_path: Path):
 
     cfg = smoke_cfg(*BASE, "trainer=cpu")
     log = LossLog(tmp_path / "one_losses.json")
-    policy = train_policy(train_parts(cfg), str(model), traj, tmp_path / "one", [], callbacks=[log])
-    return dict(log.losses), _weights(policy)
+    counts: dict = {}
+    policy = train_policy(train_parts(cfg), str(model), traj, tmp_path / "one", [], callbacks=[log], counts=counts)
+    return dict(log.losses), _weights(policy), {k: vars(v) for k, v in counts["passes"].items()}
 
 
 def test_micro_batches_with_accumulation_match_the_full_batch(tmp_path, smoke_cfg):

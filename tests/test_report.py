@@ -9,7 +9,7 @@ import yaml
 from fpa.cli.report import report
 
 
-def _run(root, name, objective, lam, seed, curve, status="finished", choice=None):
+def _run(root, name, objective, lam, seed, curve, status="finished", choice=None, ledger=None):
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     if choice:  # what Hydra records as the config-group choice, e.g. objective=rft for the SFT loss
@@ -29,7 +29,8 @@ def _run(root, name, objective, lam, seed, curve, status="finished", choice=None
                   "train/coef/future/rejected": [-0.05] * len(curve)}).to_csv(d / "csv/version_0/metrics.csv",
                                                                             index=False)
     (d / "results.json").write_text(json.dumps({
-        "reference": {"benchmark": "arith", "pass@1": 0.4, "model": "cache/sft/ref"}, "policy": {"benchmark": "arith", "pass@1": curve[-1]}}))
+        "reference": {"benchmark": "arith", "pass@1": 0.4, "model": "cache/sft/ref"}, "policy": {"benchmark": "arith", "pass@1": curve[-1]},
+        **({"ledger": ledger} if ledger else {})}))
 
 
 def test_report_table_plots_and_failed_runs(tmp_path):
@@ -77,3 +78,25 @@ def test_runs_are_found_in_job_order_and_fpa_rows_follow_their_base(tmp_path):
     assert [p.name for p in find_run_dirs([root])] == ["2", "10", "11"]  # not "10", "11", "2"
     table, _ = report([str(root)], tmp_path / "out")
     assert table.index("| DPO |") < table.index("| FPA-DPO (λ=1) |") < table.index("| KTO |")
+
+
+def test_report_plots_pass1_against_ledger_flops_and_seconds(tmp_path):
+    from fpa.ledger import entry, ledger
+    from fpa.reporting.plots import compute_points
+    from fpa.reporting.runs import load_runs
+
+    def made(flops_train, seconds):  # a run's ledger: a shared cached generation plus its own training
+        gen = {**entry(None, seconds=5.0, generated=100, cached=True), "flops": 1000}
+        return ledger({"generate": gen, "train": {**entry(None, seconds=seconds), "flops": flops_train}})
+
+    root = tmp_path / "multirun"
+    _run(root, "0", "DPO", 0.0, 0, [0.40, 0.45], ledger=made(4000, 2.0))
+    _run(root, "1", "DPO", 1.0, 0, [0.40, 0.55], ledger=made(9000, 3.5))
+    _run(root, "2", "DPO", 0.0, 1, [0.40, 0.44])  # finished before the ledger: no point
+    points = compute_points(load_runs([root]))
+    assert points[["method", "pass@1", "flops", "seconds", "cached_flops"]].values.tolist() == [
+        ["DPO", 0.45, 5000, 7.0, 1000], ["FPA-DPO (λ=1)", 0.55, 10000, 8.5, 1000]]
+    _, plots = report([str(root)], tmp_path / "out")
+    compute = [p for p in plots if p.name == "pass1_vs_compute.png"]
+    assert compute and compute[0].stat().st_size > 1000
+    assert pd.read_csv(tmp_path / "out" / "compute.csv").flops.tolist() == [5000, 10000]

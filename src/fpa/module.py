@@ -29,6 +29,7 @@ import torch
 from fpa import checks
 from fpa.diagnostics import batch_diagnostics
 from fpa.fpa import FuturePolicy
+from fpa.ledger import ModelSize, Pass
 from fpa.logprobs import CompletionLogProbs, completion_logprobs
 from fpa.models.loading import load_model
 from fpa.models.lora import LoraSettings, adapter_disabled
@@ -155,6 +156,12 @@ class OfflineRLModule(L.LightningModule):
             self.reference = load_model(reference_path or policy_path, dtype, trust_remote_code, frozen=True)
             self.reference.config.use_cache = False
         self.chunk_size, self.sync_loss = chunk_size, sync_loss
+        # Compute ledger (fpa.ledger): per pass kind, [tokens, projected tokens, Σ L²] of this process, kept on
+        # the batch's device (no host sync per step); ``ledger_prior``: a resumed run's counts before the resume.
+        self.model_size = ModelSize.of(self.policy)
+        self.ledger_counts: dict[str, torch.Tensor] = {}
+        self.ledger_prior: dict[str, list[int]] = {}
+        self.ledger_passes: dict[str, Pass] | None = None  # after fit: summed over processes and the resume
         self.last_batch_idx = 0  # for the NaN guard's message
         self.register_state_dict_post_hook(_drop_reference)
         self.register_load_state_dict_post_hook(_reference_not_expected)
@@ -206,12 +213,67 @@ class OfflineRLModule(L.LightningModule):
         pol, mask, ref, fut = self(input_ids, attention_mask, completion_mask, position_ids)
         return CompletionLogProbs(policy=pol, mask=mask, reference=ref, future=fut)
 
+    @property
+    def runs_reference_forward(self) -> bool:
+        """Whether a step runs a reference forward (a loaded reference, or LoRA's adapter-disabled policy)."""
+        return self.reference is not None or (self.lora is not None and self.uses_reference
+                                              and not self.precomputed_reference)
+
+    def count(self, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+              position_ids: torch.Tensor | None = None, backward: bool = True) -> None:
+        """Add one forward's tokens to the ledger counters: policy (+ backward), reference if one runs."""
+        mask = attention_mask.bool()
+        if position_ids is None:  # padded rows: one sequence per row
+            lengths = mask.sum(-1)
+        else:  # packed: a sequence starts wherever its positions restart at 0 (ids from 1; padding goes to bin 0)
+            rows, width = position_ids.shape
+            seq = (position_ids == 0).long().cumsum(-1) + torch.arange(rows, device=mask.device)[:, None] * (width + 1)
+            seq = seq.masked_fill(~mask, 0).flatten()  # fixed shapes throughout: no host sync on an accelerator
+            lengths = torch.zeros(rows * (width + 1) + 1, dtype=torch.long, device=mask.device)
+            lengths = lengths.scatter_add_(0, seq, mask.flatten().long())[1:]
+        row = torch.stack([lengths.sum(), completion_mask.bool().sum(), (lengths.long() ** 2).sum()]).long().detach()
+        kinds = ["policy_forward"] + (["backward"] if backward else []) + (
+            ["reference_forward"] if self.runs_reference_forward else [])
+        for kind in kinds:
+            if kind in self.ledger_counts:
+                self.ledger_counts[kind] += row
+            else:
+                self.ledger_counts[kind] = row.clone()
+
+    def _global_counts(self, reduce) -> dict[str, list[int]]:
+        out = {}
+        for kind in ("policy_forward", "reference_forward", "backward"):
+            own = self.ledger_counts.get(kind, torch.zeros(3, dtype=torch.long, device=self.device))
+            prior = self.ledger_prior.get(kind, [0, 0, 0])
+            out[kind] = [a + int(b) for a, b in zip(prior, reduce(own.to(self.device)).tolist())]
+        return out
+
+    def on_train_end(self) -> None:
+        """Sum the ledger counters over the data-parallel processes (a collective: every rank calls it)."""
+        strategy = self.trainer.strategy
+        counts = self._global_counts(lambda t: strategy.reduce(t, reduce_op="sum"))
+        self.ledger_passes = {k: Pass(*v) for k, v in counts.items()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # No collective here: the saving rank's own counts × the number of processes stand for the others'.
+        world = self.trainer.world_size if self._trainer is not None else 1
+        checkpoint["ledger_counts"] = self._global_counts(lambda t: t * world)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.ledger_prior = {k: [int(x) for x in v] for k, v in checkpoint.get("ledger_counts", {}).items()}
+
     def objective_inputs(self, batch: dict[str, torch.Tensor]) -> ObjectiveInputs:
+        counting = self.training and torch.is_grad_enabled()  # a training step (not a no-grad evaluation)
         if "packed_input_ids" in batch:  # padding-free: one row, positions restarting per sequence
             lp = unpack_logprobs(self.logprobs(batch["packed_input_ids"], batch["packed_attention_mask"],
                                                batch["packed_completion_mask"], batch["packed_position_ids"]), batch)
+            if counting:
+                self.count(batch["packed_attention_mask"], batch["packed_completion_mask"],
+                           batch["packed_position_ids"])
         else:
             lp = self.logprobs(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+            if counting:
+                self.count(batch["attention_mask"], batch["completion_mask"])
         if self.precomputed_reference:  # λ = 0 (FPA is refused): the future policy is the current one
             if REFERENCE_KEY not in batch:
                 raise ValueError(f"precomputed_reference: the batch has no {REFERENCE_KEY!r} (the examples were not "
@@ -221,6 +283,8 @@ class OfflineRLModule(L.LightningModule):
         if self.objective.needs_kl_rows:
             with torch.no_grad():
                 k = self.logprobs(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
+            if counting:  # KTO's KL rows: forwards without a backward
+                self.count(batch["kl_attention_mask"], batch["kl_completion_mask"], backward=False)
             kl = ObjectiveInputs(policy=k.policy.detach(), mask=k.mask, reference=k.reference, future=k.future)
         # Behaviour log-probs ([B, T-1], the layout of lp.policy) travel with rollouts that stored them; without
         # them the objective reads the batch as sampled by the current policy.

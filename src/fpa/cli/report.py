@@ -15,7 +15,7 @@ from fpa.guards import ConfigError
 
 from fpa.reporting.methods import ci_rows, ci_table
 from fpa.reporting.paired import difference_table
-from fpa.reporting.plots import all_plots
+from fpa.reporting.plots import all_plots, compute_points
 from fpa.reporting.runs import load_runs
 from fpa.reporting.table import markdown_table, results_frame
 
@@ -40,6 +40,9 @@ def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
     paired = difference_table(runs)
     if paired:
         table += "\nEach run against its reference, on the same problems:\n\n" + paired
+    points = compute_points(runs)
+    if not points.empty:
+        points.to_csv(out / "compute.csv", index=False)
     (out / "report.md").write_text(table)
     return table, all_plots(runs, out, frame)
 

@@ -29,8 +29,10 @@ from fpa.stages.train import resume_checkpoint, train_policy
 from fpa.stages.warm_start import warm_start
 
 
-def reference_model(parts: TrainParts, timings: dict | None = None) -> tuple[str, str]:
-    """(path, cache key) of the reference: ``model.reference`` as given, else prepare → sft (cached)."""
+def reference_model(parts: TrainParts, timings: dict | None = None, info: dict | None = None) -> tuple[str, str]:
+    """(path, cache key) of the reference: ``model.reference`` as given, else prepare → sft (cached).
+
+    ``info``, if given, receives ``cached`` (whether the warm start came from the cache; absent without one)."""
     timings = {} if timings is None else timings
     if parts.model.reference:
         path = str(parts.model.reference)
@@ -40,7 +42,7 @@ def reference_model(parts: TrainParts, timings: dict | None = None) -> tuple[str
     timings["prepare"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     ref = warm_start(base, base_key, parts.sft, parts.model, parts.task, parts.trainer, parts.data_seed,
-                     parts.cache_dir)
+                     parts.cache_dir, info=info)
     timings["sft"] = round(time.perf_counter() - start, 1)
     return ref
 
@@ -63,16 +65,18 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
         heartbeat(run_dir)
         return result
 
-    reference, ref_key = reference_model(parts, timings)
+    cached = {"sft": {}, "generate": {"cached": True}, "eval_reference": {}}  # given trajectories: not built here
+    reference, ref_key = reference_model(parts, timings, cached["sft"])
     if parts.data.trajectories:
         trajectories = Path(parts.data.trajectories)
     else:
         inputs = trajectory_inputs(ref_key, parts.task, parts.model.prompt, parts.generate, parts.sft_skip,
                                    parts.data_seed)
         trajectories, _ = timed("generate", generate_trajectories, reference, inputs, parts.cache_dir,
-                                parts.model.dtype)
+                                parts.model.dtype, info=cached["generate"])
     loggers = parts.make_loggers(run_dir)
-    policy = timed("train", train_policy, parts, reference, trajectories, run_dir, loggers)
+    counts: dict = {}
+    policy = timed("train", train_policy, parts, reference, trajectories, run_dir, loggers, counts=counts)
     rank0 = is_global_zero()
     end_process_group()  # rank 0 evaluates alone: its metrics must not wait for ranks that are done
     if not rank0:
@@ -80,7 +84,7 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
     ev = {"suite": parts.benchmark, "prompt": parts.model.prompt, "generate": parts.generate,
           "dtype": parts.model.dtype}
     ref_eval = timed("eval_reference", evaluate_model, reference, out=None, key=ref_key, cache_dir=parts.cache_dir,
-                     **ev)
+                     info=cached["eval_reference"], **ev)
     pol_eval = timed("eval_policy", evaluate_model, str(policy), out=run_dir / "eval", **ev)
     for lg in loggers:
         lg.log_metrics({"eval/reference/pass@1": ref_eval["pass@1"], "eval/policy/pass@1": pol_eval["pass@1"]})
@@ -89,10 +93,60 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
            **({"guard": parts.fpa.guard} if parts.fpa.guard is not None else {})}
     results = {"objective": objective_name(parts.config["objective"]["_target_"], objective_choice), "fpa": fpa,
                "reference": ref_eval, "policy": pol_eval, "stage_seconds": timings,
+               "ledger": run_ledger(parts, reference, trajectories, ref_eval, pol_eval, timings, cached, counts),
                "paths": {"reference": reference, "trajectories": str(trajectories), "policy": str(policy)}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     return results
+
+
+def run_ledger(parts: TrainParts, reference: str, trajectories: Path, ref_eval: dict, pol_eval: dict,
+               timings: dict, cached: dict, counts: dict) -> dict:
+    """``results.json["ledger"]`` (:mod:`fpa.ledger`): one entry per stage of ``stage_seconds`` that computes.
+
+    A stage reused from the cache carries ``cached: true`` and its original cost (the seconds and
+    tokens its cache entry recorded); the totals include it (README, Compute ledger).
+    """
+    from fpa import ledger
+    from fpa.models.loading import load_tokenizer
+
+    try:
+        size = ledger.ModelSize.of_pretrained(reference, parts.model.trust_remote_code)
+    except (OSError, ValueError, KeyError, AttributeError):  # no config transformers builds (a GGUF file): FLOPs null
+        size = None
+    tok = load_tokenizer(reference, trust_remote_code=parts.model.trust_remote_code)
+    stages: dict[str, dict] = {}
+    if "sft" in timings:
+        was_cached = bool(cached["sft"].get("cached"))
+        report_file = Path(reference) / "sft_report.json"
+        report = json.loads(report_file.read_text()) if report_file.exists() else {}
+        if "ledger" in report:
+            stages["sft"] = {**report["ledger"], "cached": was_cached}
+        else:  # a warm start cached before the ledger: its seconds only
+            stages["sft"] = ledger.entry(None, seconds=report.get("wall_s", None if was_cached else timings["sft"]),
+                                         cached=was_cached)
+        if not was_cached:
+            stages["sft"]["seconds"] = timings["sft"]
+    gen_cached = bool(cached["generate"].get("cached"))
+    stages["generate"] = ledger.trajectory_entry(size, trajectories, tok, gen_cached)
+    if not gen_cached:
+        stages["generate"]["seconds"] = timings["generate"]
+    train_seconds = timings["train"]
+    pre = counts.get("reference_logprobs")
+    if pre is not None:
+        stages["reference_logprobs"] = ledger.entry(size, seconds=pre["seconds"], reference=pre["pass"],
+                                                    cached=pre["cached"])
+        train_seconds -= pre["seconds"]
+    passes = counts.get("passes") or {}
+    stages["train"] = ledger.entry(counts.get("size", size), seconds=train_seconds,
+                                   policy=passes.get("policy_forward"), reference=passes.get("reference_forward"),
+                                   backward=passes.get("backward"))
+    for name, ev, was_cached in (("eval_reference", ref_eval, bool(cached["eval_reference"].get("cached"))),
+                                 ("eval_policy", pol_eval, False)):
+        stages[name] = ledger.evaluation_entry(size, Path(ev["dir"]), tok, was_cached)
+        if not was_cached:
+            stages[name]["seconds"] = timings[name]
+    return ledger.ledger(stages)
 
 
 def end_process_group() -> None:

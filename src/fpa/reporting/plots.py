@@ -156,6 +156,41 @@ def heldout_bars(frame: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
+def compute_points(runs: list[Run]) -> pd.DataFrame:
+    """One row per finished run with a compute ledger: method, held-out pass@1, total FLOPs and wall seconds.
+
+    Totals attribute every stage the run used in full, a shared cached one (warm start, generation,
+    reference evaluation) included; ``cached_flops`` is that shared part, for a report that splits it.
+    """
+    rows = []
+    for r in runs:
+        total = ((r.results or {}).get("ledger") or {}).get("total")
+        if r.status != "finished" or not total:
+            continue
+        rows.append({"run": str(r.path), "method": r.label, "pass@1": float(r.results["policy"]["pass@1"]),
+                     "flops": total.get("flops"), "seconds": total.get("seconds"),
+                     "cached_flops": total.get("cached_flops")})
+    return pd.DataFrame(rows, columns=["run", "method", "pass@1", "flops", "seconds", "cached_flops"])
+
+
+def compute_scatter(runs: list[Run], path: Path) -> Path | None:
+    """Held-out pass@1 against total FLOPs (log scale) and against total wall seconds, a point per run."""
+    points = compute_points(runs)
+    if points.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    for ax, x, xlabel in ((axes[0], "flops", "total FLOPs (ledger, generation included)"),
+                          (axes[1], "seconds", "total wall seconds (ledger)")):
+        for i, (method, rows) in enumerate(points.dropna(subset=[x]).groupby("method", sort=True)):
+            ax.scatter(rows[x], rows["pass@1"], color=f"C{i}", label=method, s=24)
+        if x == "flops" and points[x].notna().any():
+            ax.set_xscale("log")
+        _label_axes(ax, f"pass@1 vs {x}", "held-out pass@1")
+        ax.set_xlabel(xlabel)
+    return _save(fig, path, "held-out pass@1 against compute, one point per run (shared cached stages counted "
+                            "in full in every run that uses them)")
+
+
 def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> list[Path]:
     """Every plot; ``frame`` is ``results_frame(runs)`` when the caller already has it."""
     made = [
@@ -172,6 +207,7 @@ def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> 
                    out / "coef_vs_step.png", "coefficient", smooth=5),
         curve_grid(runs, {"": "entanglement/cosine"}, "cosine of the chosen and rejected sequence-log-prob gradients "
                    "on the fixed probe (callbacks.entanglement)", out / "entanglement_vs_step.png", "cosine"),
+        compute_scatter(runs, out / "pass1_vs_compute.png"),
     ]
     return [p for p in made if p is not None]
 

@@ -64,15 +64,18 @@ def eval_inputs(model_key: str, suite: Suite, prompt: PromptFormat, generate: Sa
 
 
 def evaluate_model(model_path: str, suite: Suite, prompt: PromptFormat, generate: SamplingSettings, out: Path | None,
-                   *, dtype: str = "float32", key: str | None = None, cache_dir: str | Path | None = None
-                   ) -> dict[str, Any]:
+                   *, dtype: str = "float32", key: str | None = None, cache_dir: str | Path | None = None,
+                   info: dict | None = None) -> dict[str, Any]:
     """Evaluate into ``out``; with ``key`` (a model's cache key) the result is cached under ``cache_dir`` instead.
 
     The summary's ``dir`` is where the evaluation's results.json and samples are (for paired comparisons).
+    ``info``, if given, receives ``cached``: whether the evaluation came from the cache.
     """
+    info = {} if info is None else info
+    info["cached"] = False
     if key is None:
         return {**headline(evaluate_to(model_path, suite, prompt, generate, out, dtype=dtype)[1]), "dir": str(out)}
     inputs = eval_inputs(key, suite, prompt, generate, dtype)
-    path, _ = cached_stage(cache_dir, "eval", stage_key("eval", VERSION, **inputs), inputs,
+    path, info["cached"] = cached_stage(cache_dir, "eval", stage_key("eval", VERSION, **inputs), inputs,
                            lambda d: evaluate_to(model_path, suite, prompt, generate, d, dtype=dtype))
     return {**headline(json.loads((path / "results.json").read_text())), "dir": str(path)}

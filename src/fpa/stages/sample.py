@@ -70,11 +70,14 @@ def _reusable(out: Path) -> bool:
     return shards.complete and not shards.verify()
 
 
-def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, dtype: str = "float32"
-                          ) -> tuple[Path, str]:
-    """(trajectory shard directory, cache key) for fpa-train."""
+def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, dtype: str = "float32",
+                          info: dict | None = None) -> tuple[Path, str]:
+    """(trajectory shard directory, cache key) for fpa-train; ``info`` (if given) receives ``cached``:
+    whether the finished set was reused (a set resumed shard by shard counts as built here)."""
+    info = {} if info is None else info
     key = stage_key("trajectories", VERSION, **inputs)
     out = Path(cache_dir) / "trajectories" / key
+    info["cached"] = True
     if _reusable(out):
         return out, key
     from fpa.ranks import is_global_zero
@@ -89,6 +92,7 @@ def generate_trajectories(model_path: str, inputs: dict, cache_dir: str | Path, 
         return out, key
     with locks.held(locks.lock_for(out)):  # the set is written in place: one writer, the others wait
         if not _reusable(out):  # not built yet, or a shard was truncated or modified since: resume it
+            info["cached"] = False
             _write(model_path, inputs, out, dtype)
             write_marker(out, "trajectories", key, inputs)  # the manifest alone also says "complete"
     return out, key

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,8 +127,13 @@ def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Pat
 
 
 def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir: Path, loggers: list,
-                 callbacks: list | None = None) -> Path:
-    """Train the policy from ``reference`` on ``trajectories``; returns the saved policy directory."""
+                 callbacks: list | None = None, counts: dict | None = None) -> Path:
+    """Train the policy from ``reference`` on ``trajectories``; returns the saved policy directory.
+
+    ``counts``, if given, receives the compute ledger's passes (``"passes"``, summed over processes),
+    the policy's :class:`fpa.ledger.ModelSize` (``"size"``) and, with a precomputed reference, that
+    stage's pass (``"reference_logprobs"``: its tokens, whether it was cached, the seconds of the call).
+    """
     run_dir = Path(run_dir)
     t, d, objective = parts.train, parts.data, parts.objective
     ckpt_path = resume_checkpoint(parts, run_dir)
@@ -150,7 +156,18 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
         from fpa.stages.reference_logprobs import for_training
 
         data.setup("fit")
-        for_training(parts, reference, data)
+        start = time.perf_counter()
+        _, cached = for_training(parts, reference, data)
+        if counts is not None:  # one reference forward over every example's rows, no backward
+            from fpa.data.reference import rows_of
+            from fpa.ledger import Pass
+
+            scored = Pass()
+            for ex in data.train_set:
+                for p, c, *_ in rows_of(ex, data.kind):
+                    scored.add([len(p) + len(c)], projected=len(c))
+            counts["reference_logprobs"] = {"pass": scored, "cached": cached,
+                                            "seconds": time.perf_counter() - start}
     module = parts.module.build(reference, objective, parts.fpa, parts.optimizer, parts.scheduler,
                                 reference_path=reference, dtype=parts.model.dtype,
                                 policy_dtype="float32" if parts.trainer.precision_is_mixed else None,
@@ -158,4 +175,6 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     with oom_hints(micro_batch_size=micro, global_batch=d.batch_size, chunk_size=parts.module.chunk_size,
                    gradient_checkpointing=parts.module.gradient_checkpointing, max_length=d.max_length):
         trainer.fit(module, data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    if counts is not None:
+        counts.update(passes=module.ledger_passes, size=module.model_size)
     return save_policy(trainer, module, tok, run_dir / "policy")

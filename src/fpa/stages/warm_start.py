@@ -145,8 +145,10 @@ def sft_inputs(base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer:
 
 
 def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec, task, trainer: TrainerFactory,
-               data_seed: int, cache_dir: str | Path) -> tuple[str, str]:
-    """(reference path, cache key). Without ``sft.enabled`` the base model is the reference."""
+               data_seed: int, cache_dir: str | Path, info: dict | None = None) -> tuple[str, str]:
+    """(reference path, cache key). Without ``sft.enabled`` the base model is the reference.
+
+    ``info``, if given, receives ``cached``: whether the reference came from the cache."""
     if not sft.enabled:
         return base_path, base_key
     inputs = sft_inputs(base_key, sft, model, task, trainer, data_seed)
@@ -175,10 +177,17 @@ def warm_start(base_path: str, base_key: str, sft: SFTSettings, model: ModelSpec
         save_policy(fit, module, tok, out)  # rank 0 saves (gathered under FSDP), the others wait
         if not fit.is_global_zero:
             return
+        from fpa.ledger import entry
+
+        passes = module.ledger_passes or {}
         report = {"steps": fit.global_step, "dev_accuracy": stop.history[-1]["dev_accuracy"] if stop.history
-                  else None, "history": stop.history, "wall_s": time.perf_counter() - start}
+                  else None, "history": stop.history, "wall_s": time.perf_counter() - start,
+                  "ledger": entry(module.model_size, seconds=time.perf_counter() - start,
+                                  policy=passes.get("policy_forward"), backward=passes.get("backward"))}
         (out / "sft_report.json").write_text(json.dumps(report, indent=2))
 
     # Collective: every rank of a multi-process run takes part in the fit, rank 0 alone saves and publishes.
-    path, _ = cached_stage(cache_dir, "sft", key, inputs, build, collective=True)
+    path, cached = cached_stage(cache_dir, "sft", key, inputs, build, collective=True)
+    if info is not None:
+        info["cached"] = cached
     return str(path), key
