@@ -41,3 +41,22 @@ def test_smoke_sweep_and_report(tmp_path):
         assert method in table
     assert {p.name for p in plots} >= {"pass1_vs_step.png", "logps_vs_step.png", "coef_vs_step.png"}
     assert (tmp_path / "report" / "report.csv").exists()
+
+
+def test_command_line_overrides_name_another_sweep_directory(monkeypatch):
+    """Hydra resolves hydra.sweep.dir before applying the command line's overrides; the key must still see them."""
+    from fpa.config.resolvers import register_resolvers
+
+    register_resolvers()
+
+    def sweep_dir(*argv: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["fpa-train", "-m", "-cd", "sweeps", "-cn", "regime", *argv])
+        with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+            cfg = compose(config_name="regime", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", *argv],
+                          return_hydra_config=True)
+        return str(cfg.hydra.sweep.dir)
+
+    base = sweep_dir()
+    assert sweep_dir("train.max_steps=600") != sweep_dir("train.max_steps=200") != base
+    assert sweep_dir("train.max_steps=600", "seed=1") == sweep_dir("seed=1", "train.max_steps=600")  # order-free
+    assert sweep_dir() == base  # the same command: the same directory (a sweep resumes)

@@ -45,11 +45,17 @@ def sweep_key(*, _root_: DictConfig) -> str:
     from fpa.config.identity import result_config
 
     overrides = sorted(str(o) for o in OmegaConf.select(_root_, "hydra.overrides.task", default=[]) or [])
+    # Hydra resolves the sweep directory once before it applies the command line's overrides (the value is then
+    # cached, above), so the overrides are read from the command itself: `-cn regime train.max_steps=600` and
+    # `-cn regime train.max_steps=200` are two sweeps, not one directory whose job numbers collide.
+    import sys
+
+    command = sorted(a for a in sys.argv[1:] if a not in ("-m", "--multirun"))
     params = OmegaConf.select(_root_, "hydra.sweeper.params", default=None)
     params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else params
     name = OmegaConf.select(_root_, "hydra.job.config_name", default=None)
     text = json.dumps({"config": result_config(_task_config(_root_)), "overrides": overrides, "params": params,
-                       "name": name}, sort_keys=True, default=str)
+                       "name": name, "command": command}, sort_keys=True, default=str)
     cache["key"] = hashlib.sha256(text.encode()).hexdigest()[:12]
     return cache["key"]
 
