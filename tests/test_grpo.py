@@ -155,7 +155,8 @@ def test_module_loads_a_reference_only_when_used_and_passes_behaviour(assets):
     module = OfflineRLModule(str(model), GRPO(), FuturePolicy(lam=0.0))
     lp, _, behaviour = logprobs()
     module.logprobs = lambda *a, **k: CompletionLogProbs(policy=lp, mask=MASK)
-    rows = {"input_ids": None, "attention_mask": None, "completion_mask": None, "chosen": REWARD > 0,
+    masks = torch.ones(MASK.shape[0], MASK.shape[1] + 1, dtype=torch.long)  # the ledger counts the rows' tokens
+    rows = {"input_ids": None, "attention_mask": masks, "completion_mask": masks.bool(), "chosen": REWARD > 0,
             "reward": REWARD, "group": GROUP}
     assert module.objective_inputs(rows).behaviour is None
     assert module.objective_inputs({**rows, "behaviour": behaviour}).behaviour is behaviour

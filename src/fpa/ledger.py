@@ -124,19 +124,19 @@ def generation_entry(size: ModelSize | None, samples: Iterable[tuple[int, int]],
 
 def trajectory_entry(size: ModelSize | None, trajectories: Path, tokenizer, cached: bool) -> dict[str, Any]:
     """The generation stage from its set: records' prompt/completion lengths, ``stats.json``'s seconds."""
-    from fpa.data.records import read_records, trajectory_files
+    from fpa.data.records import load_trajectories
 
     stats_file = Path(trajectories) / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     samples = []
-    for f in trajectory_files(trajectories):
-        for _, _, r in read_records(f):
-            ids = r.get("prompt_ids")
-            n_prompt = len(ids) if ids else len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"])
-            n = r.get("n_tokens")
-            if n is None:  # a set written without token counts
-                n = len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"])
-            samples.append((n_prompt, int(n)))
+    records, _ = load_trajectories(Path(trajectories), skip_invalid=True)  # invalid records: their cost is unknown
+    for r in records:
+        ids = r.get("prompt_ids")
+        n_prompt = len(ids) if ids else len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"])
+        n = r.get("n_tokens")
+        if n is None:  # a set written without token counts
+            n = len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"])
+        samples.append((n_prompt, int(n)))
     return generation_entry(size, samples, stats.get("generation_seconds"), cached)
 
 
