@@ -100,3 +100,29 @@ def test_report_plots_pass1_against_ledger_flops_and_seconds(tmp_path):
     compute = [p for p in plots if p.name == "pass1_vs_compute.png"]
     assert compute and compute[0].stat().st_size > 1000
     assert pd.read_csv(tmp_path / "out" / "compute.csv").flops.tolist() == [5000, 10000]
+
+
+def test_runs_of_one_method_with_other_swept_values_are_told_apart(tmp_path):
+    """A hyperparameter grid (objective.beta × train.max_steps) must not pool its points under one 'DPO' label."""
+    from fpa.reporting.methods import Method
+    from fpa.reporting.runs import Run, name_settings
+
+    dpo = {"objective": {"_target_": "fpa.objectives.dpo.DPO"}, "fpa": {"lam": 0.0}}
+    fpa = {"objective": {"_target_": "fpa.objectives.dpo.DPO"}, "fpa": {"lam": 1.0}}
+
+    def run(cfg, **over):
+        return Run(path=tmp_path, status="finished", config=cfg,
+                   overrides={"paths.cache_dir": "/c", "seed": "0", **over})
+
+    runs = [run(dpo, **{"objective.beta": "0.1", "train.max_steps": "600"}),
+            run(dpo, **{"objective.beta": "0.5", "train.max_steps": "600"}),
+            run(fpa, **{"objective.beta": "0.1", "train.max_steps": "600"}),
+            run(dpo, **{"objective.beta": "0.1", "train.max_steps": "600", "seed": "1"})]
+    name_settings(runs)
+    assert [r.label for r in runs] == ["DPO [beta=0.1]", "DPO [beta=0.5]", "FPA-DPO (λ=1) [beta=0.1]",
+                                       "DPO [beta=0.1]"]
+    # the paired base of an FPA run is the same objective at the same swept values
+    assert Method.of(runs[2]).base == Method.of(runs[0])
+    lone = [run(dpo, **{"objective.beta": "0.1"})]
+    name_settings(lone)
+    assert lone[0].label == "DPO"  # nothing varies: the plain method name

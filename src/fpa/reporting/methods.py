@@ -33,21 +33,22 @@ class Method:
     lam: float = 0.0
     apply_to: str = "both"
     guard: str | None = None
+    settings: str = ""  # swept values that tell runs of one method apart (Run.settings)
 
     @classmethod
     def of(cls, run: Run) -> Method:
-        return cls(run.objective, run.lam, run.apply_to if run.lam else "both", run.guard)
+        return cls(run.objective, run.lam, run.apply_to if run.lam else "both", run.guard, run.settings)
 
     @property
     def label(self) -> str:
-        return method_label(self.objective, self.lam, self.apply_to, self.guard)
+        return method_label(self.objective, self.lam, self.apply_to, self.guard, self.settings)
 
     @property
     def base(self) -> Method | None:
         if self.guard is not None:
-            return Method(self.objective, self.lam, self.apply_to, None)
+            return Method(self.objective, self.lam, self.apply_to, None, self.settings)
         if self.lam:
-            return Method(self.objective)
+            return Method(self.objective, settings=self.settings)
         return None
 
 

@@ -28,6 +28,8 @@ class Run:
     error: str | None = None
     metrics: pd.DataFrame | None = None
     choices: dict[str, str] = field(default_factory=dict)  # Hydra's config-group choices (objective=rft)
+    overrides: dict[str, str] = field(default_factory=dict)  # the job's command-line/sweep overrides, key -> value
+    settings: str = ""  # the overrides that differ between runs of one method (load_runs), e.g. "beta=0.1"
 
     @property
     def objective(self) -> str:
@@ -55,7 +57,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return method_label(self.objective, self.lam, self.apply_to, self.guard)
+        return method_label(self.objective, self.lam, self.apply_to, self.guard, self.settings)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -103,9 +105,35 @@ def load_run(path: Path) -> Run:
     else:  # a "running" status is judged by its host, pid and heartbeat: alive, or killed
         state = run_state(status)
         state = "interrupted" if state in ("new", "finished") else state  # no status, or finished without results
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    listed = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    overrides = dict(str(o).lstrip("+~").split("=", 1) for o in listed or [] if "=" in str(o))
     return Run(path=path, status=state, config=config or status.get("config", {}), results=results,
-               error=status.get("error"), metrics=read_metrics(path), choices=choices)
+               error=status.get("error"), metrics=read_metrics(path), choices=choices, overrides=overrides)
+
+
+# Overrides that a method's label already shows, or that vary within one method by design (seeds).
+LABELLED = {"objective", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
+
+
+def name_settings(runs: list[Run]) -> None:
+    """Give runs of one objective that differ in another override (a swept hyperparameter: ``objective.beta``,
+    ``train.max_steps``, ...) the differing values as ``settings``, so tables and plots keep them apart and
+    an FPA run is paired with the base run at the same values."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.objective, []).append(run)
+    for group in groups.values():
+        keys = sorted({k for r in group for k in r.overrides if k not in LABELLED and not k.startswith("hydra")})
+        varying = [k for k in keys if len({r.overrides.get(k) for r in group}) > 1]
+        short = {k: k.rsplit(".", 1)[-1] for k in varying}
+        if len(set(short.values())) < len(short):  # two keys with one last name: say them in full
+            short = {k: k for k in varying}
+        for run in group:
+            run.settings = ", ".join(f"{short[k]}={run.overrides.get(k, '-')}" for k in varying)
 
 
 def load_runs(roots: list[str | Path]) -> list[Run]:
-    return [load_run(p) for p in find_run_dirs(roots)]
+    runs = [load_run(p) for p in find_run_dirs(roots)]
+    name_settings(runs)
+    return runs
