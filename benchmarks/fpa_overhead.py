@@ -218,7 +218,6 @@ def breakdown(path: Path, batch, args, label: str, step_ms: float | None) -> lis
     import fpa.logprobs
     from fpa.fpa import FuturePolicy
     from fpa.module import OfflineRLModule
-    from fpa.optim import AdamW
     from fpa.objectives.dpo import DPO
 
     module = OfflineRLModule(str(path), DPO(beta=0.1), FuturePolicy(lam=1.0), reference_path=str(path),

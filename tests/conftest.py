@@ -33,6 +33,15 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> str:
+    """A one-layer tiny Llama (hidden 32, char tokenizer) saved once per session, for module-level unit tests."""
+    from fpa.models.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), "llama", hidden_size=32, num_layers=1, num_heads=2,
+                                intermediate_size=64, max_positions=64, seed=0))
+
+
+@pytest.fixture(scope="session")
 def smollm_cache(tmp_path_factory) -> Path:
     """A stage cache holding SmolLM2-135M-Instruct, converted once per session by the prepare stage (~30 s).
 

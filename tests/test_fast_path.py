@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lightning as L
-import pytest
 import torch
 
 import fpa.data.collate as collate
@@ -14,14 +13,6 @@ from fpa.models.char_tokenizer import build_char_tokenizer
 from fpa.module import OfflineRLModule
 from fpa.objectives.dpo import DPO
 from fpa.optim import AdamW, fused_supported
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    from fpa.models.tiny import build_tiny_model
-
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), "llama", hidden_size=32, num_layers=1, num_heads=2,
-                                intermediate_size=64, max_positions=64, seed=0))
 
 
 def _pairs(n: int) -> list[dict]:

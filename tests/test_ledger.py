@@ -48,14 +48,6 @@ def test_flop_formula_by_hand_on_a_tiny_llama(tied):
     assert total["seconds"] == 3.0 and total["tokens"]["policy_forward"] == 13
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    from fpa.models.tiny import build_tiny_model
-
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), "llama", hidden_size=32, num_layers=1, num_heads=2,
-                                intermediate_size=64, max_positions=64, seed=0))
-
-
 def _pairs(n: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     out = []
