@@ -113,7 +113,7 @@ def load_run(path: Path) -> Run:
 
 
 # Overrides that a method's label already shows, or that vary within one method by design (seeds).
-LABELLED = {"objective", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
+LABELLED = {"objective", "regime_method", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
 
 
 def name_settings(runs: list[Run]) -> None:
