@@ -152,3 +152,26 @@ def evaluation_entry(size: ModelSize | None, eval_dir: Path, tokenizer, cached: 
                 samples.append((len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]),
                                 int(row["n_tokens"])))
     return generation_entry(size, samples, seconds, cached)
+
+
+def rollout_entry(size: ModelSize | None, rollouts: Path, tokenizer) -> dict[str, Any]:
+    """Rollouts during training (``<run_dir>/rollouts/round_*``): every round's sampling, as
+    :func:`trajectory_entry` prices it, plus the teacher-forced forward that scored the behaviour log-probs
+    (prompt + completion, the completion projected). Seconds: the rounds' ``stats.json`` (scoring included)."""
+    from fpa.data.records import load_trajectories
+
+    gen, scored, generated, seconds = Pass(), Pass(), 0, 0.0
+    for round_dir in sorted(Path(rollouts).glob("round_*")):
+        stats_file = round_dir / "stats.json"
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        seconds += float(stats.get("generation_seconds") or 0.0)
+        records, _ = load_trajectories(round_dir, skip_invalid=True)
+        for r in records:
+            n_prompt, ids = len(r["prompt_ids"]), r["completion_ids"]
+            gen.add([n_prompt + int(r["n_tokens"])], projected=int(r["n_tokens"]))
+            generated += int(r["n_tokens"])
+            if r.get("behaviour_logprobs") is not None:
+                scored.add([n_prompt + len(ids)], projected=len(ids))
+    both = Pass(gen.tokens + scored.tokens, gen.projected + scored.projected,
+                gen.squared_lengths + scored.squared_lengths)
+    return entry(size, seconds=seconds, generated=generated, policy=both)

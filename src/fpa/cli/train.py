@@ -69,6 +69,9 @@ def run_parts(parts: TrainParts, run_dir: Path, objective_choice: str | None = N
     reference, ref_key = reference_model(parts, timings, cached["sft"])
     if parts.data.trajectories:
         trajectories = Path(parts.data.trajectories)
+    elif parts.train.rollout_every:  # the live policy samples its own data: no offline set
+        trajectories = run_dir / "rollouts"
+        cached["generate"] = None
     else:
         inputs = trajectory_inputs(ref_key, parts.task, parts.model.prompt, parts.generate, parts.sft_skip,
                                    parts.data_seed)
@@ -127,11 +130,15 @@ def run_ledger(parts: TrainParts, reference: str, trajectories: Path, ref_eval: 
                                          cached=was_cached)
         if not was_cached:
             stages["sft"]["seconds"] = timings["sft"]
-    gen_cached = bool(cached["generate"].get("cached"))
-    stages["generate"] = ledger.trajectory_entry(size, trajectories, tok, gen_cached)
-    if not gen_cached:
-        stages["generate"]["seconds"] = timings["generate"]
     train_seconds = timings["train"]
+    if cached["generate"] is None:  # rollouts during training: sampled, scored and timed round by round
+        stages["rollouts"] = ledger.rollout_entry(size, trajectories, tok)
+        train_seconds -= stages["rollouts"]["seconds"] or 0.0
+    else:
+        gen_cached = bool(cached["generate"].get("cached"))
+        stages["generate"] = ledger.trajectory_entry(size, trajectories, tok, gen_cached)
+        if not gen_cached:
+            stages["generate"]["seconds"] = timings["generate"]
     pre = counts.get("reference_logprobs")
     if pre is not None:
         stages["reference_logprobs"] = ledger.entry(size, seconds=pre["seconds"], reference=pre["pass"],

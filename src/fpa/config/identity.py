@@ -16,8 +16,14 @@ from typing import Any
 # same code on the same rows, equal up to float rounding).
 VOLATILE = ("hydra", "paths", "logger", "sweep", "train.resume", "train.resume_override", "train.log_every_n_steps",
             "train.precompute_reference", "callbacks.eval", "callbacks.checkpoint", "callbacks.entanglement")
-# Keys added after runs were made: left out while null, so those runs keep their directory and resume.
-OMIT_IF_NULL = ("model.lora", "fpa.guard")
+# Keys added after runs were made: left out while null (or 0), so those runs keep their directory and resume.
+OMIT_IF_NULL = ("model.lora", "fpa.guard", "train.rollout_every")
+
+
+def _offline(config: dict[str, Any]) -> bool:
+    """No rollouts during training: the ``rollout`` node changes nothing and is left out."""
+    train = config.get("train")
+    return not (isinstance(train, dict) and train.get("rollout_every"))
 
 
 def _drop(node: Any, prefix: str) -> Any:
@@ -26,7 +32,7 @@ def _drop(node: Any, prefix: str) -> Any:
     out = {}
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if dotted in VOLATILE or (dotted in OMIT_IF_NULL and value is None):
+        if dotted in VOLATILE or (dotted in OMIT_IF_NULL and value in (None, 0)):
             continue
         out[key] = _drop(value, dotted + ".")
     return out
@@ -34,7 +40,10 @@ def _drop(node: Any, prefix: str) -> Any:
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a plain, resolved config) without the :data:`VOLATILE` keys."""
-    return _drop(config, "")
+    out = _drop(config, "")
+    if isinstance(out, dict) and _offline(config):
+        out.pop("rollout", None)
+    return out
 
 
 def config_hash(config: dict[str, Any], length: int = 12) -> str:

@@ -36,6 +36,7 @@ class TrainParts:
     callbacks: list = field(default_factory=list)
     loggers: dict[str, DictConfig] = field(default_factory=dict)  # instantiated with save_dir=<run dir>
     benchmark: Any = None  # fpa.evaluation.suite.Suite
+    rollout: Any = None  # fpa.generation.trajectories.SamplingSettings: rollouts during training (train.rollout_every)
     seed: int = 0
     data_seed: int = 0
     cache_dir: Path = Path("outputs/cache")
@@ -111,7 +112,8 @@ def train_parts(cfg: DictConfig, stage: str = "train") -> TrainParts:
             return None
 
     wanted = ["model", "task", "data", "generate", "sft"] + (
-        ["train", "module", "objective", "fpa", "optimizer", "scheduler", "benchmark"] if stage == "train" else [])
+        ["train", "module", "objective", "fpa", "optimizer", "scheduler", "benchmark", "rollout"] if stage == "train"
+        else [])
     built = {key: attempt(key, lambda k: build(_node(cfg, k), k), key) for key in wanted}
     trainer = attempt("trainer", _trainer, cfg)
     context = {"suite": built.get("benchmark"), "prompt": getattr(built.get("model"), "prompt", None)}
@@ -123,7 +125,7 @@ def train_parts(cfg: DictConfig, stage: str = "train") -> TrainParts:
     if problems:
         raise ConfigError(problems)
     parts = TrainParts(**built, **{k: None for k in ("train", "module", "objective", "fpa", "optimizer",
-                                                        "scheduler", "benchmark") if k not in built},
+                                                        "scheduler", "benchmark", "rollout") if k not in built},
                        trainer=trainer, callbacks=callbacks or [], loggers=loggers or {},
                        seed=int(cfg.get("seed", 0)), data_seed=int(cfg.get("data_seed", 0)),
                        cache_dir=Path(str(OmegaConf.select(cfg, "paths.cache_dir") or "outputs/cache")),

@@ -74,6 +74,9 @@ def check_train(parts: Any, stage: str = "train") -> None:
             problems.append(f"fpa.guard: {guard} gates the rejected side of pairs, but objective "
                             f"{type(parts.objective).__name__} trains on {data} rows; set fpa.guard=null "
                             "or choose an objective that trains on pairs")
+        if parts.train.rollout_every and parts.data.trajectories:
+            problems.append(f"data.trajectories: {parts.data.trajectories} is given, but train.rollout_every="
+                            f"{parts.train.rollout_every} trains on the live policy's own samples; set one of them")
         why = blocker(parts.objective, parts.fpa) if parts.train.precompute_reference is True else None
         if why is not None and not inert:  # an inert FPA is reported above
             problems.append(f"train.precompute_reference: true, but {why}; set it to auto (on wherever allowed) "
@@ -87,5 +90,9 @@ def check_train(parts: Any, stage: str = "train") -> None:
         if getattr(parts.model, "lora", None) is not None:
             problems.append("model.lora: LoRA adapters are not supported with sharding (trainer=fsdp); "
                             "set model.lora=null or use a single-device / ddp trainer")
+        if stage == "train" and parts.train.rollout_every:
+            problems.append(f"train.rollout_every: {parts.train.rollout_every}: rollouts sample with the whole "
+                            "policy on one device, which sharding (trainer=fsdp) splits; use a single-device / "
+                            "ddp trainer, or train offline (train.rollout_every=0)")
     if problems:
         raise ConfigError(problems)

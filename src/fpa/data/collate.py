@@ -18,6 +18,8 @@ from fpa.data.packing import pack_rows, scored_mask
 from fpa.data.reference import KEY as REFERENCE, batch_values as reference_values
 from fpa.data.rows import ROW_BUILDERS, Row
 
+BEHAVIOUR = "behaviour"  # an example's behaviour log-probs (a tensor, its rows' scored tokens in row order)
+
 
 def shared_token_flags(a: list[int], b: list[int]) -> tuple[list[bool], list[bool]]:
     """Per-token flags: is this token part of the longest matching blocks the two sequences share?"""
@@ -93,4 +95,6 @@ class Collator:
                           if k in ("input_ids", "attention_mask", "completion_mask")})
         if examples and REFERENCE in examples[0]:  # precomputed (fpa.data.reference): padded layout, always
             batch[REFERENCE] = reference_values(examples, rows, scored_mask(batch))
+        if examples and BEHAVIOUR in examples[0]:  # rollouts (fpa.data.rollouts): the sampling policy's log-probs
+            batch[BEHAVIOUR] = reference_values(examples, rows, scored_mask(batch), key=BEHAVIOUR)
         return batch

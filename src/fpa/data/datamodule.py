@@ -142,11 +142,13 @@ class TrajectoryDataModule(L.LightningDataModule):
         room = self.max_length - len(ex["prompt_ids"])
         if room < 2:
             return None
-        for k in ("chosen_ids", "rejected_ids", "completion_ids"):
-            if k in ex:
-                ex[k] = ex[k][:room]
-        if "completions_ids" in ex:
-            ex["completions_ids"] = [c[:room] for c in ex["completions_ids"]]
+        for k in ("chosen", "rejected", "completion"):
+            for key in (f"{k}_ids", f"{k}_behaviour"):  # the behaviour log-probs stay aligned with the ids
+                if key in ex:
+                    ex[key] = ex[key][:room]
+        for key in ("completions_ids", "completions_behaviour"):
+            if key in ex:
+                ex[key] = [c[:room] for c in ex[key]]
         return ex
 
     def _check_vocabulary(self, examples: list[dict[str, Any]]) -> None:

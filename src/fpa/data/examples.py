@@ -7,7 +7,8 @@ Trajectories that carry their sampled token ids (schema version 2) pass them on:
 ``<field>_ids`` beside each completion text field (``completions_ids`` for groups, None where one
 trajectory has none), which :func:`fpa.data.datamodule.tokenize_example` uses verbatim. A trajectory
 cut off at the length limit (finish_reason ``length``) adds ``<field>_eos: False`` (``completions_eos``
-for groups), so the text path does not append an EOS its sample never emitted.
+for groups), so the text path does not append an EOS its sample never emitted. Rollout trajectories
+(:mod:`fpa.data.rollouts`) add ``<field>_behaviour`` (``completions_behaviour``): their behaviour log-probs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _completion(t: dict[str, Any], name: str) -> Example:
     out: Example = {name: t["completion"]}
     if t.get("completion_ids") is not None:
         out[f"{name}_ids"] = t["completion_ids"]
+    if t.get("behaviour_logprobs") is not None:  # rollouts: the sampling policy's log-probs of those ids
+        out[f"{name}_behaviour"] = t["behaviour_logprobs"]
     if t.get("finish_reason") == "length":
         out[f"{name}_eos"] = False
     return out
@@ -82,6 +85,8 @@ def build_groups(trajectories, only_mixed: bool = False, **_) -> list[Example]:
                  "rewards": rewards}
         if any(r.get("completion_ids") is not None for r in rows):
             group["completions_ids"] = [r.get("completion_ids") for r in rows]
+        if all(r.get("behaviour_logprobs") is not None for r in rows):
+            group["completions_behaviour"] = [r["behaviour_logprobs"] for r in rows]
         if any(r.get("finish_reason") == "length" for r in rows):
             group["completions_eos"] = [r.get("finish_reason") != "length" for r in rows]
         out.append(group)

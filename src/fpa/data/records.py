@@ -29,6 +29,9 @@ import pyarrow.parquet as pq
 # step rewrites it: its ids cannot be recovered), and trains through the text path; None ids mean the same.
 # A shard's manifest entry may carry `bytes` and `sha256` (optional: entries without them are checked by
 # row count), so adding them needed no bump: older readers ignore them, and older sets are still read.
+# For the same reason version 2 records may carry `behaviour_logprobs` (rollouts during training,
+# fpa.data.rollouts): one float per completion id, the sampling policy's log-prob of that id at temperature 1.
+# Only rollout sets write the column (ROLLOUT_FEATURES); None or absent means not recorded.
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # what this fpa reads; it writes SCHEMA_VERSION
 
@@ -79,6 +82,8 @@ TRAJECTORY_FEATURES = datasets.Features({
         "max_new_tokens": datasets.Value("int64"),
     },
 })
+ROLLOUT_FEATURES = datasets.Features({**TRAJECTORY_FEATURES,
+                                      "behaviour_logprobs": datasets.Sequence(datasets.Value("float64"))})
 
 
 class RecordError(ValueError):
@@ -117,6 +122,9 @@ def check_schema_version(version: Any, where: str | Path) -> None:
 def _check_ids(record: dict[str, Any], path, index: int, line: int | None) -> None:
     present = [f for f in ID_FIELDS if record.get(f) is not None]
     if not present:
+        if record.get("behaviour_logprobs") is not None:
+            raise RecordError(path, index, "behaviour_logprobs", "given without completion_ids (the log-probs "
+                              "belong to the sampled ids)", line)
         return
     for field in ID_FIELDS:
         ids = record.get(field)
@@ -129,6 +137,19 @@ def _check_ids(record: dict[str, Any], path, index: int, line: int | None) -> No
                 raise RecordError(path, index, field, f"token {k} is {t!r}, expected a non-negative int", line)
     if not record["completion_ids"]:
         raise RecordError(path, index, "completion_ids", "empty (a sample has at least one token)", line)
+    behaviour = record.get("behaviour_logprobs")
+    if behaviour is not None:
+        if not isinstance(behaviour, list) or len(behaviour) != len(record["completion_ids"]):
+            raise RecordError(path, index, "behaviour_logprobs", "expected one log-prob per completion id "
+                              f"({len(record['completion_ids'])}), got {_describe(behaviour)}", line)
+        for k, v in enumerate(behaviour):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v > 0:
+                raise RecordError(path, index, "behaviour_logprobs", f"value {k} is {v!r}, expected a finite "
+                                  "log-prob <= 0", line)
+
+
+def _describe(value: Any) -> str:
+    return f"{len(value)} values" if isinstance(value, list) else type(value).__name__
 
 
 def check_trajectory(record: dict[str, Any], path: str | Path, index: int, line: int | None = None) -> None:

@@ -88,20 +88,21 @@ def per_example(rows: list, row_values: list[Tensor], n_examples: int) -> list[T
     return [torch.cat(p) if p else torch.empty(0) for p in pieces]
 
 
-def batch_values(examples: list[dict[str, Any]], rows: list, scored: Tensor) -> Tensor:
-    """The examples' stored log-probs placed at the batch's scored positions ``scored`` [rows, T-1] (0 elsewhere)."""
+def batch_values(examples: list[dict[str, Any]], rows: list, scored: Tensor, key: str = KEY) -> Tensor:
+    """The examples' stored per-token values (``example[key]``: the reference's log-probs, or a rollout's
+    behaviour log-probs) placed at the batch's scored positions ``scored`` [rows, T-1] (0 elsewhere)."""
     counts = scored.sum(1).tolist()
     taken = [0] * len(examples)
     pieces = []
     for row, n in zip(rows, counts, strict=True):
         g = int(row[4])
-        stored = examples[g][KEY]
+        stored = examples[g][key]
         pieces.append(stored[taken[g]:taken[g] + n])
         taken[g] += n
     for g, ex in enumerate(examples):
-        if taken[g] != ex[KEY].numel():
-            raise ValueError(f"{KEY}: an example has {ex[KEY].numel()} stored reference log-probs but its rows score "
-                             f"{taken[g]} tokens; the cache entry does not belong to these examples")
+        if taken[g] != ex[key].numel():
+            raise ValueError(f"{key}: an example has {ex[key].numel()} stored values but its rows score "
+                             f"{taken[g]} tokens; the stored values do not belong to these examples")
     values = torch.cat(pieces)
     return values.new_zeros(scored.shape).masked_scatter(scored, values)
 

@@ -32,3 +32,20 @@ def _correct_rows(examples) -> list[Row]:
 
 
 ROW_BUILDERS = {"pairs": _pair_rows, "unpaired": _unpaired_rows, "groups": _group_rows, "correct": _correct_rows}
+
+# Each kind's completion fields in row order (``groups``: one field holding a list of completions).
+ROW_FIELDS = {"pairs": ("chosen", "rejected"), "unpaired": ("completion",), "groups": ("completions",),
+              "correct": ("completion",)}
+
+
+def row_values(example, kind: str, suffix: str) -> list[float] | None:
+    """The per-token values stored beside an example's completions (``<field>_<suffix>``), concatenated in
+    the order of its rows; None if any completion has none."""
+    out: list[float] = []
+    for name in ROW_FIELDS[kind]:
+        values = example.get(f"{name}_{suffix}")
+        if values is None:
+            return None
+        for v in (values if name == "completions" else [values]):
+            out.extend(v)
+    return out

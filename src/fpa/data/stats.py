@@ -70,10 +70,11 @@ def plot_lengths(hist: dict[str, list[int]], path: Path, title: str = "completio
     plt.close(fig)
 
 
-def write_report(records: list[dict[str, Any]], out_dir: str | Path, **extra: Any) -> dict[str, Any]:
-    """Write ``stats.json`` and ``lengths.png`` into ``out_dir``; ``extra`` (e.g. throughput) joins the JSON."""
+def write_report(records: list[dict[str, Any]], out_dir: str | Path, plot: bool = True, **extra: Any) -> dict[str, Any]:
+    """Write ``stats.json`` and (``plot``) ``lengths.png`` into ``out_dir``; ``extra`` (e.g. throughput) joins the JSON."""
     out_dir = Path(out_dir)
     report = {**trajectory_report(records), **extra}
     (out_dir / "stats.json").write_text(json.dumps(report, indent=2))
-    plot_lengths(report["length_histogram"], out_dir / "lengths.png")
+    if plot:
+        plot_lengths(report["length_histogram"], out_dir / "lengths.png")
     return report

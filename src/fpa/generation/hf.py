@@ -30,6 +30,9 @@ class Sample:
     # Empty lists: a generator that does not report ids (the records then carry none: the text path).
     prompt_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)
+    # The sampling policy's log-prob of each completion id at temperature 1 (rollouts: fpa.generation.behaviour);
+    # None: not recorded.
+    logprobs: list[float] | None = None
 
 
 @dataclass

@@ -20,7 +20,8 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from fpa import checks
-from fpa.data.records import SCHEMA_VERSION, read_records, trajectory_files
+from fpa.data.records import (ROLLOUT_FEATURES, SCHEMA_VERSION, TRAJECTORY_FEATURES, read_records,
+                               trajectory_files)
 from fpa.data.shards import ShardDirectory
 from fpa.data.stats import write_report
 from fpa.tasks.base import Problem
@@ -78,17 +79,19 @@ def _shard_records(problems: list[Problem], prompts: list[str], samples, task, g
                         "prompt_ids": list(s.prompt_ids) if s.completion_ids else None,
                         "completion_ids": list(s.completion_ids) if s.completion_ids else None,
                         "schema_version": SCHEMA_VERSION,
-                        "generator": generator_info})
+                        "generator": generator_info,
+                        **({"behaviour_logprobs": list(s.logprobs)} if s.logprobs is not None else {})})
     return records
 
 
 def write_trajectory_set(out_dir: str | Path, *, problems: list[Problem], prompts: list[str], task,
                          load_generator: Callable[[], Any], settings: SamplingSettings, model_name: str,
-                         identity: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+                         identity: dict[str, Any], progress: bool = True, plot: bool = True) -> dict[str, Any]:
     """Sample, verify and write every unfinished shard into ``out_dir``; return the stats report.
 
     ``load_generator()`` is called only if a shard is left to do (a finished set loads no model).
     ``identity`` is stored in the manifest; resuming a directory made with another identity fails.
+    ``plot``: also draw ``lengths.png`` (rollout rounds skip it: one per round adds up).
     """
     if len(prompts) != len(problems):
         raise ValueError(f"{len(problems)} problems but {len(prompts)} prompts")
@@ -118,7 +121,9 @@ def write_trajectory_set(out_dir: str | Path, *, problems: list[Problem], prompt
             records = _shard_records(problems[lo:hi], prompts[lo:hi], samples, task, info, i)
             n_tokens = sum(s.n_tokens for s in samples)
             shards.write(i, records, {"n_tokens": n_tokens, "seconds": round(seconds, 3),
-                                      "tokens_per_s": round(generator.tokens_per_second, 1)})
+                                      "tokens_per_s": round(generator.tokens_per_second, 1)},
+                         features=ROLLOUT_FEATURES if any("behaviour_logprobs" in r for r in records)
+                         else TRAJECTORY_FEATURES)
             bar.update(1)
             bar.set_postfix(tok_s=f"{generator.tokens_per_second:.0f}")
     finally:
@@ -131,7 +136,7 @@ def write_trajectory_set(out_dir: str | Path, *, problems: list[Problem], prompt
         return json.loads((out / "stats.json").read_text())
     # Every sample counts in the report, an empty completion (EOS first) too.
     records = [row for f in trajectory_files(out) for _, _, row in read_records(f)]
-    report = write_report(records, out, **throughput)
+    report = write_report(records, out, plot=plot, **throughput)
     shards.mark_complete(**throughput)
     if progress:
         tqdm.write(f"{len(records)} trajectories in {out}: accuracy {report['accuracy']:.3f}, "

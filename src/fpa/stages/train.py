@@ -54,6 +54,8 @@ class TrainSettings:
     # auto | true | false: the reference's token log-probs computed once (cached) and no reference model in
     # training; auto = wherever allowed (FPA off, an objective with reference_on_served_rows: fpa.data.reference)
     precompute_reference: str | bool = "auto"
+    # N > 0: every N optimizer steps the live policy samples the next round of training data (fpa.data.rollouts)
+    rollout_every: int = 0
 
     def __post_init__(self) -> None:
         checks.number("max_steps", self.max_steps, 0, integer=True)
@@ -61,6 +63,10 @@ class TrainSettings:
         if not isinstance(self.resume_override, bool):
             raise ConfigError(f"resume_override: must be true or false, got {self.resume_override!r}")
         check_precompute_setting(self.precompute_reference)
+        checks.number("rollout_every", self.rollout_every, 0, integer=True)
+        if self.rollout_every and self.precompute_reference is True:
+            raise ConfigError(f"precompute_reference: true, but rollout_every={self.rollout_every} samples new "
+                              "examples during training (nothing to precompute); set it to auto or false")
         if isinstance(self.resume, str) and self.resume not in RESUME_CHOICES:
             from fpa.models.spec import check_input_path
 
@@ -126,6 +132,18 @@ def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Pat
     return out
 
 
+def rollout_data(parts: TrainParts, tokenizer, reference: str, micro: int, accumulate: int, out_dir: Path):
+    """The DataModule of a run with rollouts (``train.rollout_every``): the offline stage's problems and prompts."""
+    from fpa.data.rollouts import RolloutData
+    from fpa.stages.sample import rl_problems
+
+    problems = rl_problems(parts.task, parts.generate, parts.sft_skip, parts.data_seed)
+    prompts = [parts.model.prompt(p.question, tokenizer) for p in problems]
+    return RolloutData(tokenizer, parts.objective, parts.data, parts.rollout, parts.train.rollout_every, micro,
+                       accumulate, parts.train.max_steps, parts.seed, problems, prompts, parts.task, out_dir,
+                       model_path=reference, chunk_size=parts.module.chunk_size)
+
+
 def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir: Path, loggers: list,
                  callbacks: list | None = None, counts: dict | None = None) -> Path:
     """Train the policy from ``reference`` on ``trajectories``; returns the saved policy directory.
@@ -140,9 +158,12 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     L.seed_everything(parts.seed, verbose=False)
     trust = parts.model.trust_remote_code
     tok = load_tokenizer(reference, trust_remote_code=trust)
-    records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
-    if skipped:
-        print(f"fpa-train: skipped {skipped} invalid trajectory records in {trajectories}")
+    if t.rollout_every:
+        records = None  # the live policy samples the training data (fpa.data.rollouts)
+    else:
+        records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
+        if skipped:
+            print(f"fpa-train: skipped {skipped} invalid trajectory records in {trajectories}")
     own = [RecordConfig(parts.config), Heartbeat(run_dir), StepBar(f"train ({type(objective).__name__})")]
     trainer = parts.trainer(t.max_steps, run_dir, loggers=loggers,
                             callbacks=[*parts.callbacks, *own, *(callbacks or [])],
@@ -150,8 +171,11 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
                             enable_progress_bar=False, use_distributed_sampler=False)
     micro, accumulate = d.layout(trainer.num_devices * trainer.num_nodes)
     trainer.accumulate_grad_batches = accumulate
-    data = d.datamodule(tok, objective, records, micro, parts.seed)
-    precomputed = precompute_enabled(t.precompute_reference, objective, parts.fpa)
+    if t.rollout_every:
+        data = rollout_data(parts, tok, reference, micro, accumulate, run_dir / "rollouts")
+    else:
+        data = d.datamodule(tok, objective, records, micro, parts.seed)
+    precomputed = not t.rollout_every and precompute_enabled(t.precompute_reference, objective, parts.fpa)
     if precomputed:  # every example's reference log-probs, once (cached); the module then loads no reference
         from fpa.stages.reference_logprobs import for_training
 
