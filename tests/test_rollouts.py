@@ -210,3 +210,52 @@ def test_ledger_prices_every_round_and_its_scoring(smoke_cfg, models, tmp_path):
     assert entry["tokens"]["generated"] == generated and entry["tokens"]["policy_forward"] == sampled + scored
     assert entry["flops"] > 0 and entry["seconds"] == pytest.approx(json.loads(
         (tmp_path / "run" / "rollouts" / "round_00000" / "stats.json").read_text())["generation_seconds"])
+
+
+class StandInEngine:
+    """A colocated engine without vLLM: its own copy of the model, reloaded through the same weight stream
+    ``VLLMGenerator.update_weights`` sends (:func:`fpa.generation.policy_weights.hf_named_weights`)."""
+
+    def __init__(self, model_path, tokenizer, **options):
+        self.model, self.tokenizer, self.options = load_model(model_path, "float32"), tokenizer, options
+        self.reloads, self.tokens_per_second = [], 0.0
+
+    def update_weights(self, policy) -> int:
+        from fpa.generation.policy_weights import hf_named_weights
+
+        with hf_named_weights(policy) as weights:
+            named = {k: v.detach().clone() for k, v in weights}
+        self.model.load_state_dict(named)
+        self.reloads.append(sum(float(v.double().sum()) for v in named.values()))
+        return len(named)
+
+    def sample(self, prompts, n=1, temperature=1.0, top_p=1.0, seed=0, desc=""):
+        gen = HFGenerator(self.model, self.tokenizer, batch_size=self.options["batch_size"],
+                          max_new_tokens=self.options["max_new_tokens"], progress=False)
+        out = gen.sample(prompts, n=n, temperature=temperature, top_p=top_p, seed=seed, desc=desc)
+        self.tokens_per_second = gen.tokens_per_second
+        return out
+
+
+def test_vllm_rollouts_reload_the_policy_every_round(smoke_cfg, models, tmp_path, monkeypatch):
+    from fpa.generation.vllm_backend import VLLMGenerator
+
+    engines = []
+
+    def for_rollouts(model_path, tokenizer, **options):
+        engines.append(StandInEngine(model_path, tokenizer, **options))
+        return engines[-1]
+
+    monkeypatch.setattr(VLLMGenerator, "for_rollouts", staticmethod(for_rollouts))
+    _run(smoke_cfg, models["warm"], tmp_path / "hf", Recorder())
+    _run(smoke_cfg, models["warm"], tmp_path / "vllm", Recorder(), "rollout.backend=vllm")
+    (engine,) = engines  # loaded once, from the reference
+    assert len(engine.reloads) == 3 and len(set(engine.reloads)) == 3  # before each round, each time new weights
+    # the engine samples with the weights the hf path samples with: the same rounds, id for id
+    hf, vllm = _records(tmp_path / "hf"), _records(tmp_path / "vllm")
+    assert hf.keys() == vllm.keys()
+    for name in hf:
+        for a, b in zip(hf[name], vllm[name], strict=True):
+            assert a["completion_ids"] == b["completion_ids"] and a["reward"] == b["reward"]
+            assert a["behaviour_logprobs"] == pytest.approx(b["behaviour_logprobs"], abs=1e-6)
+            assert (a["generator"]["backend"], b["generator"]["backend"]) == ("hf", "vllm")

@@ -102,7 +102,7 @@ def batch_values(examples: list[dict[str, Any]], rows: list, scored: Tensor, key
     for g, ex in enumerate(examples):
         if taken[g] != ex[key].numel():
             raise ValueError(f"{key}: an example has {ex[key].numel()} stored values but its rows score "
-                             f"{taken[g]} tokens; the stored values do not belong to these examples")
+                             f"{taken[g]} tokens; what is stored does not belong to these examples")
     values = torch.cat(pieces)
     return values.new_zeros(scored.shape).masked_scatter(scored, values)
 
