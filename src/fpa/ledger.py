@@ -157,21 +157,29 @@ def evaluation_entry(size: ModelSize | None, eval_dir: Path, tokenizer, cached: 
 def rollout_entry(size: ModelSize | None, rollouts: Path, tokenizer) -> dict[str, Any]:
     """Rollouts during training (``<run_dir>/rollouts/round_*``): every round's sampling, as
     :func:`trajectory_entry` prices it, plus the teacher-forced forward that scored the behaviour log-probs
-    (prompt + completion, the completion projected). Seconds: the rounds' ``stats.json`` (scoring included)."""
+    (prompt + completion, the completion projected). Seconds: the rounds' ``stats.json`` (scoring included).
+    ``rounds`` lists each round's step (the optimizer steps taken before it was sampled), FLOPs and seconds, so
+    a report can place the compute spent by any step (:mod:`fpa.reporting.compute_curves`)."""
     from fpa.data.records import load_trajectories
 
-    gen, scored, generated, seconds = Pass(), Pass(), 0, 0.0
+    rounds, generated = [], 0
+    both = Pass()
     for round_dir in sorted(Path(rollouts).glob("round_*")):
         stats_file = round_dir / "stats.json"
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        seconds += float(stats.get("generation_seconds") or 0.0)
+        manifest = json.loads((round_dir / "manifest.json").read_text())
         records, _ = load_trajectories(round_dir, skip_invalid=True)
+        one = Pass()
         for r in records:
             n_prompt, ids = len(r["prompt_ids"]), r["completion_ids"]
-            gen.add([n_prompt + int(r["n_tokens"])], projected=int(r["n_tokens"]))
+            one.add([n_prompt + int(r["n_tokens"])], projected=int(r["n_tokens"]))  # sampling
             generated += int(r["n_tokens"])
-            if r.get("behaviour_logprobs") is not None:
-                scored.add([n_prompt + len(ids)], projected=len(ids))
-    both = Pass(gen.tokens + scored.tokens, gen.projected + scored.projected,
-                gen.squared_lengths + scored.squared_lengths)
-    return entry(size, seconds=seconds, generated=generated, policy=both)
+            if r.get("behaviour_logprobs") is not None:  # the scoring forward
+                one.add([n_prompt + len(ids)], projected=len(ids))
+        both = Pass(both.tokens + one.tokens, both.projected + one.projected,
+                    both.squared_lengths + one.squared_lengths)
+        rounds.append({"step": int(manifest["config"].get("step", 0)),
+                       "flops": None if size is None else one.flops(size),
+                       "seconds": float(stats.get("generation_seconds") or 0.0)})
+    seconds = sum(r["seconds"] for r in rounds)
+    return {**entry(size, seconds=seconds, generated=generated, policy=both), "rounds": rounds}

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fpa.reporting.compute_curves import curve_points, training_flops  # noqa: E402
 from fpa.reporting.runs import Run  # noqa: E402
 from fpa.reporting.table import HELDOUT, pass1_columns, results_frame  # noqa: E402
 
@@ -167,10 +168,12 @@ def compute_points(runs: list[Run]) -> pd.DataFrame:
         total = ((r.results or {}).get("ledger") or {}).get("total")
         if r.status != "finished" or not total:
             continue
-        rows.append({"run": str(r.path), "method": r.label, "pass@1": float(r.results["policy"]["pass@1"]),
-                     "flops": total.get("flops"), "seconds": total.get("seconds"),
-                     "cached_flops": total.get("cached_flops")})
-    return pd.DataFrame(rows, columns=["run", "method", "pass@1", "flops", "seconds", "cached_flops"])
+        rows.append({"run": str(r.path), "method": r.label, "data_seed": r.data_seed, "seed": r.seed,
+                     "pass@1": float(r.results["policy"]["pass@1"]), "flops": total.get("flops"),
+                     "seconds": total.get("seconds"), "cached_flops": total.get("cached_flops"),
+                     "training_flops": training_flops(r)})
+    return pd.DataFrame(rows, columns=["run", "method", "data_seed", "seed", "pass@1", "flops", "seconds",
+                                       "cached_flops", "training_flops"])
 
 
 def compute_scatter(runs: list[Run], path: Path) -> Path | None:
@@ -191,6 +194,24 @@ def compute_scatter(runs: list[Run], path: Path) -> Path | None:
                             "in full in every run that uses them)")
 
 
+def compute_curves(runs: list[Run], path: Path) -> Path | None:
+    """pass@1 of the in-training evaluations against FLOPs spent so far (log scale, :mod:`fpa.reporting.compute_curves`),
+    a line per run, a colour per method."""
+    points = curve_points(runs)
+    if points.empty or points.step.nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for i, (method, rows) in enumerate(points.groupby("method", sort=True)):
+        for j, (_, run) in enumerate(rows.groupby("run", sort=True)):
+            run = run.sort_values("step")
+            ax.plot(run["flops"], run["pass@1"], color=f"C{i % 10}", marker=".", lw=1.2,
+                    label=method if j == 0 else None)
+    ax.set_xscale("log")
+    _label_axes(ax, "pass@1 vs compute", "pass@1 (in-training evaluation subset)")
+    ax.set_xlabel("FLOPs spent so far (one-off stages + training + rollouts; evaluations excluded)")
+    return _save(fig, path, "pass@1 during training against the compute spent so far, one line per run")
+
+
 def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> list[Path]:
     """Every plot; ``frame`` is ``results_frame(runs)`` when the caller already has it."""
     made = [
@@ -208,6 +229,7 @@ def all_plots(runs: list[Run], out: Path, frame: pd.DataFrame | None = None) -> 
         curve_grid(runs, {"": "entanglement/cosine"}, "cosine of the chosen and rejected sequence-log-prob gradients "
                    "on the fixed probe (callbacks.entanglement)", out / "entanglement_vs_step.png", "cosine"),
         compute_scatter(runs, out / "pass1_vs_compute.png"),
+        compute_curves(runs, out / "pass1_vs_flops_curves.png"),
     ]
     return [p for p in made if p is not None]
 

@@ -56,6 +56,10 @@ class Run:
         return int(self.config.get("seed", 0))
 
     @property
+    def rollout_every(self) -> int:
+        return int((self.config.get("train") or {}).get("rollout_every") or 0)
+
+    @property
     def label(self) -> str:
         return method_label(self.objective, self.lam, self.apply_to, self.guard, self.settings)
 
@@ -113,7 +117,7 @@ def load_run(path: Path) -> Run:
 
 
 # Overrides that a method's label already shows, or that vary within one method by design (seeds).
-LABELLED = {"objective", "regime_method", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
+LABELLED = {"objective", "regime_method", "online_method", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
 
 
 def name_settings(runs: list[Run]) -> None:
@@ -130,7 +134,8 @@ def name_settings(runs: list[Run]) -> None:
         if len(set(short.values())) < len(short):  # two keys with one last name: say them in full
             short = {k: k for k in varying}
         for run in group:
-            run.settings = ", ".join(f"{short[k]}={run.overrides.get(k, '-')}" for k in varying)
+            online = [f"rollout_every={run.rollout_every}"] if run.rollout_every else []  # semi-online / online
+            run.settings = ", ".join(online + [f"{short[k]}={run.overrides.get(k, '-')}" for k in varying])
 
 
 def load_runs(roots: list[str | Path]) -> list[Run]:
