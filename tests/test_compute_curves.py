@@ -61,3 +61,16 @@ def test_online_runs_are_told_apart_from_offline_ones_of_the_same_objective():
     runs = [run("offline_dpo", 0, 0.0), run("semi_dpo", 25, 0.0), run("semi_fpa_dpo", 25, 1.0)]
     name_settings(runs)
     assert [r.label for r in runs] == ["DPO", "DPO [rollout_every=25]", "FPA-DPO (λ=1) [rollout_every=25]"]
+
+
+def test_report_selects_runs_by_method_pattern_and_data_seed():
+    from fpa.cli.report import select
+
+    def run(name, lam, guard, data_seed):
+        return Run(path=Path(name), status="finished", config={"objective": {"_target_": "fpa.objectives.dpo.DPO"},
+                   "fpa": {"lam": lam, "guard": guard}, "data_seed": data_seed})
+
+    runs = [run("a", 0, None, 1), run("b", 1.0, None, 1), run("c", 1.0, "future", 1), run("d", 0.5, None, 4)]
+    assert [r.path.name for r in select(runs, ["DPO", "FPA-DPO (*)"])] == ["a", "b", "d"]
+    assert [r.path.name for r in select(runs, ["FPA-DPO (*)"], [1, 2, 3])] == ["b"]
+    assert select(runs) == runs

@@ -2,6 +2,7 @@
 
     fpa-report runs=outputs/multirun/2026-11-29_12-00-00        # writes report.md/.csv and plots there
     fpa-report 'runs=[outputs/runs/a,outputs/runs/b]' out=docs/results
+    fpa-report 'runs=[A,B]' 'methods=[DPO,FPA-DPO (*)]' 'data_seeds=[1,2,3]'   # only those runs
 """
 
 from __future__ import annotations
@@ -20,10 +21,21 @@ from fpa.reporting.runs import load_runs
 from fpa.reporting.table import markdown_table, results_frame
 
 
-def report(roots: list[str], out: Path) -> tuple[str, list[Path]]:
-    runs = load_runs(roots)
+def select(runs: list, methods: list[str] | None = None, data_seeds: list[int] | None = None) -> list:
+    """The runs whose method label matches one of ``methods`` (shell-style patterns: ``FPA-DPO (*)``) and whose
+    data seed is one of ``data_seeds``; None keeps all."""
+    from fnmatch import fnmatchcase
+
+    return [r for r in runs if (methods is None or any(fnmatchcase(r.label, m) for m in methods))
+            and (data_seeds is None or r.data_seed in data_seeds)]
+
+
+def report(roots: list[str], out: Path, methods: list[str] | None = None,
+           data_seeds: list[int] | None = None) -> tuple[str, list[Path]]:
+    runs = select(load_runs(roots), methods, data_seeds)
     if not runs:
-        raise SystemExit(f"fpa-report: no run directories under {', '.join(map(str, roots))}")
+        raise SystemExit(f"fpa-report: no run directories under {', '.join(map(str, roots))}"
+                         + (" match methods / data_seeds" if methods is not None or data_seeds is not None else ""))
     frame = results_frame(runs)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "report.csv", index=False)
@@ -69,7 +81,11 @@ def main(cfg: DictConfig) -> None:
         roots, out = check(cfg)
     except ConfigError as err:
         raise SystemExit(f"fpa-report: {err}") from None
-    table, plots = report(roots, out)
+    def listed(key):
+        value = cfg.get(key)
+        return None if value is None else list(value) if isinstance(value, ListConfig) else [value]
+
+    table, plots = report(roots, out, listed("methods"), listed("data_seeds"))
     print(table)
     for p in plots:
         print("plot:", p)
