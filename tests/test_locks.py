@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from fpa.stages import locks
 from fpa.stages.cache import cached_stage

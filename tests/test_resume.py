@@ -3,7 +3,6 @@ uninterrupted run exactly (data order, optimizer, scheduler, RNG: the model has 
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 from fpa.resume import ShardedBatchSampler, find_last
 from fpa.config.parts import train_parts
 from fpa.stages.train import train_policy
-from fpa.testing import build_model, write_trajectories
+from fpa.testing import KillSwitch, Killed, build_model, write_trajectories
 
 
 @pytest.fixture(autouse=True)
@@ -24,19 +23,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-class Killed(Exception):
-    pass
-
-
-class Recorder(L.Callback):
+class Recorder(KillSwitch):
     """Per optimizer step: the loss, the learning rate and the examples the step saw."""
-
-    def __init__(self, kill_at: int | None = None) -> None:
-        self.kill_at, self.steps = kill_at, {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.kill_at is not None and trainer.global_step == self.kill_at:
-            raise Killed(f"killed before step {trainer.global_step}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step - 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -22,22 +21,14 @@ from fpa.guards import ConfigError
 from fpa.models.loading import load_model, load_tokenizer
 from fpa.resume import find_last
 from fpa.stages.train import train_policy
-from fpa.testing import build_model
+from fpa.testing import KillSwitch, Killed, build_model
 
 
-class Killed(Exception):
-    pass
-
-
-class Recorder(L.Callback):
+class Recorder(KillSwitch):
     """Per optimizer step: the rows, loss and lr, and the largest |π_θ/μ − 1| of the batch before the update."""
 
-    def __init__(self, kill_at: int | None = None) -> None:
-        self.kill_at, self.steps = kill_at, {}
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.kill_at is not None and trainer.global_step == self.kill_at:
-            raise Killed(f"killed before step {trainer.global_step}")
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         with torch.no_grad():
             x = pl_module.objective_inputs(batch)
         ratio = torch.exp(x.policy - batch["behaviour"])[x.mask]

@@ -9,6 +9,8 @@ import json
 import random
 from pathlib import Path
 
+import lightning as L
+
 from fpa.models.tiny import build_tiny_model
 
 
@@ -36,3 +38,18 @@ def write_trajectories(path: Path, n_problems: int = 12, samples: int = 4, seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+class Killed(Exception):
+    """Raised by :class:`KillSwitch`: training stops as if its process had died."""
+
+
+class KillSwitch(L.Callback):
+    """Raises :class:`Killed` before step ``kill_at`` runs (resume tests); ``steps`` is for what subclasses record."""
+
+    def __init__(self, kill_at: int | None = None) -> None:
+        self.kill_at, self.steps = kill_at, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.kill_at is not None and trainer.global_step == self.kill_at:
+            raise Killed(f"killed before step {trainer.global_step}")

@@ -14,7 +14,6 @@ ledger. ``training_flops`` is the same sum at the last step: the run's total wit
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
