@@ -95,6 +95,6 @@ class Collator:
                           if k in ("input_ids", "attention_mask", "completion_mask")})
         if examples and REFERENCE in examples[0]:  # precomputed (fpa.data.reference): padded layout, always
             batch[REFERENCE] = reference_values(examples, rows, scored_mask(batch))
-        if examples and BEHAVIOUR in examples[0]:  # rollouts (fpa.data.rollouts): the sampling policy's log-probs
+        if examples and BEHAVIOUR in examples[0]:  # rollouts (fpa.generation.rollouts): the sampling policy's log-probs
             batch[BEHAVIOUR] = reference_values(examples, rows, scored_mask(batch), key=BEHAVIOUR)
         return batch

@@ -8,7 +8,7 @@ Trajectories that carry their sampled token ids (schema version 2) pass them on:
 trajectory has none), which :func:`fpa.data.datamodule.tokenize_example` uses verbatim. A trajectory
 cut off at the length limit (finish_reason ``length``) adds ``<field>_eos: False`` (``completions_eos``
 for groups), so the text path does not append an EOS its sample never emitted. Rollout trajectories
-(:mod:`fpa.data.rollouts`) add ``<field>_behaviour`` (``completions_behaviour``): their behaviour log-probs.
+(:mod:`fpa.generation.rollouts`) add ``<field>_behaviour`` (``completions_behaviour``): their behaviour log-probs.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 # A shard's manifest entry may carry `bytes` and `sha256` (optional: entries without them are checked by
 # row count), so adding them needed no bump: older readers ignore them, and older sets are still read.
 # For the same reason version 2 records may carry `behaviour_logprobs` (rollouts during training,
-# fpa.data.rollouts): one float per completion id, the sampling policy's log-prob of that id at temperature 1.
+# fpa.generation.rollouts): one float per completion id, the sampling policy's log-prob of that id at temperature 1.
 # Only rollout sets write the column (ROLLOUT_FEATURES); None or absent means not recorded.
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # what this fpa reads; it writes SCHEMA_VERSION

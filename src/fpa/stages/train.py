@@ -54,7 +54,7 @@ class TrainSettings:
     # auto | true | false: the reference's token log-probs computed once (cached) and no reference model in
     # training; auto = wherever allowed (FPA off, an objective with reference_on_served_rows: fpa.data.reference)
     precompute_reference: str | bool = "auto"
-    # N > 0: every N optimizer steps the live policy samples the next round of training data (fpa.data.rollouts)
+    # N > 0: every N optimizer steps the live policy samples the next round of training data (fpa.generation.rollouts)
     rollout_every: int = 0
 
     def __post_init__(self) -> None:
@@ -134,7 +134,7 @@ def save_policy(trainer: L.Trainer, module: OfflineRLModule, tokenizer, out: Pat
 
 def rollout_data(parts: TrainParts, tokenizer, reference: str, micro: int, accumulate: int, out_dir: Path):
     """The DataModule of a run with rollouts (``train.rollout_every``): the offline stage's problems and prompts."""
-    from fpa.data.rollouts import RolloutData
+    from fpa.generation.rollouts import RolloutData
     from fpa.stages.sample import rl_problems
 
     problems = rl_problems(parts.task, parts.generate, parts.sft_skip, parts.data_seed)
@@ -159,7 +159,7 @@ def train_policy(parts: TrainParts, reference: str, trajectories: Path, run_dir:
     trust = parts.model.trust_remote_code
     tok = load_tokenizer(reference, trust_remote_code=trust)
     if t.rollout_every:
-        records = None  # the live policy samples the training data (fpa.data.rollouts)
+        records = None  # the live policy samples the training data (fpa.generation.rollouts)
     else:
         records, skipped = load_trajectories(trajectories, skip_invalid=d.skip_invalid)
         if skipped:
