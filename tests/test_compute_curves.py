@@ -74,3 +74,6 @@ def test_report_selects_runs_by_method_pattern_and_data_seed():
     assert [r.path.name for r in select(runs, ["DPO", "FPA-DPO (*)"])] == ["a", "b", "d"]
     assert [r.path.name for r in select(runs, ["FPA-DPO (*)"], [1, 2, 3])] == ["b"]
     assert select(runs) == runs
+    labelled = [Run(path=Path("g"), status="finished", config={"objective": {"_target_": "fpa.objectives.dpo.DPO"}},
+                    settings="lr=3e-5")]
+    assert select(labelled, ["DPO [*lr=3e-5]"]) == labelled and select(labelled, ["DPO [lr=1e-4]"]) == []

@@ -22,11 +22,12 @@ from fpa.reporting.table import markdown_table, results_frame
 
 
 def select(runs: list, methods: list[str] | None = None, data_seeds: list[int] | None = None) -> list:
-    """The runs whose method label matches one of ``methods`` (shell-style patterns: ``FPA-DPO (*)``) and whose
-    data seed is one of ``data_seeds``; None keeps all."""
-    from fnmatch import fnmatchcase
+    """The runs whose method label matches one of ``methods`` (``*`` stands for any text, everything else is literal:
+    ``FPA-DPO (*)``, ``GRPO [*]``) and whose data seed is one of ``data_seeds``; None keeps all."""
+    import re
 
-    return [r for r in runs if (methods is None or any(fnmatchcase(r.label, m) for m in methods))
+    patterns = [re.compile(".*".join(map(re.escape, m.split("*"))) + r"\Z") for m in methods or []]
+    return [r for r in runs if (methods is None or any(p.match(r.label) for p in patterns))
             and (data_seeds is None or r.data_seed in data_seeds)]
 
 

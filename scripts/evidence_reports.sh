@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerate the evidence reports of issues 15 and 16 under docs/results/ from the sweeps' run directories
+# (outputs/multirun/<sweep>/<sweep key>/<job>): tables, CIs and plots are written by fpa-report only.
+#   bash scripts/evidence_reports.sh     # after sweeps/{replication,long_horizon,lambda_side,lr_grid,online_vs_offline}.yaml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dirs() { ls -d outputs/multirun/"$1"/*/ 2>/dev/null | paste -sd, - || true; }
+report() { local out=$1; shift; OMP_NUM_THREADS=1 .venv/bin/fpa-report "$@" out="$out" > /dev/null; echo "wrote $out/report.md"; }
+
+for sweep in replication long_horizon lr_grid; do
+  d=$(dirs $sweep); [ -n "$d" ] && report docs/results/$sweep "runs=[$d]"
+done
+d=$(dirs lambda_side); r=$(dirs replication)
+# lambda 0 and 1 (both sides) are the replication's DPO and FPA-DPO runs (the same settings) on data seeds 1-3
+[ -n "$d" ] && report docs/results/lambda_side "runs=[$d,$r]" "methods=['DPO','FPA-DPO (*)']" "data_seeds=[1,2,3]"
+d=$(dirs online_vs_offline); [ -n "$d" ] && report docs/results/online "runs=[$d]"
+exit 0
