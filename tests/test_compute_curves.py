@@ -40,6 +40,7 @@ def test_online_run_spends_each_round_before_its_steps():
     points = curve_points([run])
     assert list(points.step) == [0, 5, 10] and list(points.flops) == [100, 630, 1170]
     assert compute_points([run]).training_flops.tolist() == [1170]
+    assert compute_points([run]).after_warm_start_flops.tolist() == [1070]
 
 
 def test_runs_without_flops_give_no_points(tmp_path):

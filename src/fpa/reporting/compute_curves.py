@@ -46,6 +46,13 @@ def training_flops(run: Run) -> float | None:
     return flops_at(run, steps)
 
 
+def after_warm_start_flops(run: Run) -> float | None:
+    """:func:`training_flops` without the warm start (``sft``), which every method of a data seed shares: what the
+    methods themselves spend (offline generation, rollouts, training)."""
+    total = training_flops(run)
+    return None if total is None else total - (_stages(run).get("sft", {}).get("flops") or 0)
+
+
 def curve_points(runs: list[Run]) -> pd.DataFrame:
     """One row per (finished run, evaluation step) of the headline benchmark's curve, with its FLOPs so far."""
     rows = []
