@@ -41,6 +41,11 @@ def test_online_run_spends_each_round_before_its_steps():
     assert list(points.step) == [0, 5, 10] and list(points.flops) == [100, 630, 1170]
     assert compute_points([run]).training_flops.tolist() == [1170]
     assert compute_points([run]).after_warm_start_flops.tolist() == [1070]
+    from fpa.reporting.compute_curves import compute_table
+
+    run.results["ledger"]["stages"] = {k: {**v, "seconds": 2.0} for k, v in run.results["ledger"]["stages"].items()}
+    table = compute_table(compute_points([run]))
+    assert "| ? | 1 | 0.500 | 1.17e+03 | 1.07e+03 | 6 |" in table  # no objective in the config: "?"; sft + rollouts + train: 3 × 2 s
 
 
 def test_runs_without_flops_give_no_points(tmp_path):

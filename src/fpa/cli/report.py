@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig
 from fpa.cli.app import hydra_app
 from fpa.guards import ConfigError
 
+from fpa.reporting.compute_curves import compute_table
 from fpa.reporting.methods import ci_rows, ci_table
 from fpa.reporting.paired import difference_table
 from fpa.reporting.plots import all_plots, compute_points
@@ -56,6 +57,8 @@ def report(roots: list[str], out: Path, methods: list[str] | None = None,
     points = compute_points(runs)
     if not points.empty:
         points.to_csv(out / "compute.csv", index=False)
+        table += ("\nCompute (the ledger, `compute.csv`; the one-off warm start and generation charged in full to "
+                  "every run that uses them):\n\n" + compute_table(points))
     (out / "report.md").write_text(table)
     return table, all_plots(runs, out, frame)
 

@@ -71,3 +71,26 @@ def curve_points(runs: list[Run]) -> pd.DataFrame:
                              "step": int(step), "flops": flops, "pass@1": float(value)})
     return pd.DataFrame(rows, columns=["run", "method", "data_seed", "seed", "step", "flops", "pass@1"])
 
+
+
+def training_seconds(run: Run) -> float | None:
+    """Wall seconds of every stage but the evaluations (cached one-off stages at their original cost)."""
+    stages = _stages(run)
+    values = [s.get("seconds") for k, s in stages.items() if k not in EVAL_STAGES]
+    return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+def compute_table(points) -> str:
+    """Markdown: per method, mean held-out pass@1 and mean compute over its runs (``compute_points`` rows)."""
+    if points.empty:
+        return ""
+    lines = ["| method | runs | held-out pass@1 (mean) | FLOPs, evaluations excluded | FLOPs beyond the warm start | "
+             "wall seconds, evaluations excluded |", "|---|---|---|---|---|---|"]
+
+    def fmt(v, spec):
+        return "-" if v != v or v is None else format(v, spec)
+
+    for method, rows in points.groupby("method", sort=True):
+        lines.append(f"| {method} | {len(rows)} | {rows['pass@1'].mean():.3f} | {fmt(rows.training_flops.mean(), '.3g')} | "
+                     f"{fmt(rows.after_warm_start_flops.mean(), '.3g')} | {fmt(rows.training_seconds.mean(), '.0f')} |")
+    return "\n".join(lines) + "\n"

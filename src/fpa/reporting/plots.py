@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fpa.reporting.compute_curves import after_warm_start_flops, curve_points, training_flops  # noqa: E402
+from fpa.reporting.compute_curves import (after_warm_start_flops, curve_points, training_flops,  # noqa: E402
+                                          training_seconds)
 from fpa.reporting.runs import Run  # noqa: E402
 from fpa.reporting.table import HELDOUT, pass1_columns, results_frame  # noqa: E402
 
@@ -171,9 +172,10 @@ def compute_points(runs: list[Run]) -> pd.DataFrame:
         rows.append({"run": str(r.path), "method": r.label, "data_seed": r.data_seed, "seed": r.seed,
                      "pass@1": float(r.results["policy"]["pass@1"]), "flops": total.get("flops"),
                      "seconds": total.get("seconds"), "cached_flops": total.get("cached_flops"),
-                     "training_flops": training_flops(r), "after_warm_start_flops": after_warm_start_flops(r)})
+                     "training_flops": training_flops(r), "after_warm_start_flops": after_warm_start_flops(r),
+                     "training_seconds": training_seconds(r)})
     return pd.DataFrame(rows, columns=["run", "method", "data_seed", "seed", "pass@1", "flops", "seconds",
-                                       "cached_flops", "training_flops", "after_warm_start_flops"])
+                                       "cached_flops", "training_flops", "after_warm_start_flops", "training_seconds"])
 
 
 def compute_scatter(runs: list[Run], path: Path) -> Path | None:
