@@ -83,3 +83,16 @@ def test_report_selects_runs_by_method_pattern_and_data_seed():
     labelled = [Run(path=Path("g"), status="finished", config={"objective": {"_target_": "fpa.objectives.dpo.DPO"}},
                     settings="lr=3e-5")]
     assert select(labelled, ["DPO [*lr=3e-5]"]) == labelled and select(labelled, ["DPO [lr=1e-4]"]) == []
+
+
+def test_a_run_that_kept_the_default_is_labelled_with_its_config_value():
+    from fpa.reporting.runs import name_settings
+
+    def run(name, lam, lr_override):
+        return Run(path=Path(name), status="finished", config={"objective": {"_target_": "fpa.objectives.dpo.DPO"},
+                   "fpa": {"lam": lam}, "optimizer": {"lr": 3e-05 if lr_override is None else float(lr_override)}},
+                   overrides={} if lr_override is None else {"optimizer.lr": lr_override})
+
+    runs = [run("dpo", 0.0, None), run("fpa", 1.0, None), run("half", 0.0, "1.5e-5")]
+    name_settings(runs)
+    assert [r.label for r in runs] == ["DPO [lr=3e-05]", "FPA-DPO (λ=1) [lr=3e-05]", "DPO [lr=1.5e-5]"]

@@ -120,6 +120,16 @@ def load_run(path: Path) -> Run:
 LABELLED = {"objective", "regime_method", "online_method", "fpa.lam", "fpa.apply_to", "fpa.guard", "seed", "data_seed"}
 
 
+def _setting(run: Run, key: str) -> str:
+    """The run's value of a swept key: its override, else what its config holds there (a run that kept the default)."""
+    if key in run.overrides:
+        return run.overrides[key]
+    node: Any = run.config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return "-" if node is None or isinstance(node, dict) else f"{node:g}" if isinstance(node, float) else str(node)
+
+
 def name_settings(runs: list[Run]) -> None:
     """Give runs of one objective that differ in another override (a swept hyperparameter: ``objective.beta``,
     ``train.max_steps``, ...) the differing values as ``settings``, so tables and plots keep them apart and
@@ -135,7 +145,7 @@ def name_settings(runs: list[Run]) -> None:
             short = {k: k for k in varying}
         for run in group:
             online = [f"rollout_every={run.rollout_every}"] if run.rollout_every else []  # semi-online / online
-            run.settings = ", ".join(online + [f"{short[k]}={run.overrides.get(k, '-')}" for k in varying])
+            run.settings = ", ".join(online + [f"{short[k]}={_setting(run, k)}" for k in varying])
 
 
 def load_runs(roots: list[str | Path]) -> list[Run]:
