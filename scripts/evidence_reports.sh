@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 dirs() { ls -d outputs/multirun/"$1"/*/ 2>/dev/null | paste -sd, - || true; }
 report() { local out=$1; shift; OMP_NUM_THREADS=1 .venv/bin/fpa-report "$@" out="$out" > /dev/null; echo "wrote $out/report.md"; }
 
-for sweep in replication long_horizon lr_grid; do
+d=$(dirs replication); [ -n "$d" ] && report docs/results/replication "runs=[$d]" control=RFT
+for sweep in long_horizon lr_grid; do
   d=$(dirs $sweep); [ -n "$d" ] && report docs/results/$sweep "runs=[$d]"
 done
 d=$(dirs lambda_side); r=$(dirs replication)

@@ -153,6 +153,15 @@ def test_report_ci_table_on_synthetic_runs(tmp_path):
     assert guard["base"] == "FPA-DPO (λ=1)" and guard["diff"] == 0 and not guard["diff_excludes_zero"]
     assert rows["DPO"]["ci_low"] < rows["DPO"]["mean"] < rows["DPO"]["ci_high"]
 
+    from fpa.reporting.methods import control_rows
+
+    versus = {r["method"]: r for r in control_rows(load_runs([root]), "DPO", n_boot=400)}
+    assert versus["FPA-DPO (λ=1)"]["diff"] == pytest.approx(np.mean(truth["fpa-dpo"]))  # the same pairs as its base
+    assert versus["reference"]["diff"] < 0 and versus["reference"]["n_runs"] == 6  # paired with every DPO run
+    assert control_rows(load_runs([root]), "RFT") == []
+
+    table, plots = report([str(root)], tmp_path / "out", control="DPO")
+    assert "Every method against DPO" in table and "| FPA-DPO (λ=1) + guard |" in table.split("against DPO")[1]
     table, plots = report([str(root)], tmp_path / "out")
     assert "| FPA-DPO (λ=1) + guard | 3 | 6 | 60 |" in table
     assert "pass1_bands.png" not in {p.name for p in plots}  # no curves logged in these runs

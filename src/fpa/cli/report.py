@@ -15,7 +15,7 @@ from fpa.cli.app import hydra_app
 from fpa.guards import ConfigError
 
 from fpa.reporting.compute_curves import compute_table
-from fpa.reporting.methods import ci_rows, ci_table
+from fpa.reporting.methods import ci_rows, ci_table, control_rows, control_table
 from fpa.reporting.paired import difference_table
 from fpa.reporting.plots import all_plots, compute_points
 from fpa.reporting.runs import load_runs
@@ -33,7 +33,7 @@ def select(runs: list, methods: list[str] | None = None, data_seeds: list[int] |
 
 
 def report(roots: list[str], out: Path, methods: list[str] | None = None,
-           data_seeds: list[int] | None = None) -> tuple[str, list[Path]]:
+           data_seeds: list[int] | None = None, control: str | None = None) -> tuple[str, list[Path]]:
     runs = select(load_runs(roots), methods, data_seeds)
     if not runs:
         raise SystemExit(f"fpa-report: no run directories under {', '.join(map(str, roots))}"
@@ -51,6 +51,10 @@ def report(roots: list[str], out: Path, methods: list[str] | None = None,
                   "(data seeds, then training seeds, then problems); − base: the paired difference to the same "
                   "method without its last addition (FPA-X: X; + guard: without the guard), same data seed, "
                   "training seed and problems:\n\n" + ci_table(rows))
+    if control:
+        versus = control_rows(runs, control)
+        table += (f"\nEvery method against {control} (the control), paired by data seed, training seed and problem:"
+                  f"\n\n{control_table(versus)}" if versus else f"\nNo finished run of the control {control!r}.\n")
     paired = difference_table(runs)
     if paired:
         table += "\nEach run against its reference, on the same problems:\n\n" + paired
@@ -89,7 +93,7 @@ def main(cfg: DictConfig) -> None:
         value = cfg.get(key)
         return None if value is None else list(value) if isinstance(value, ListConfig) else [value]
 
-    table, plots = report(roots, out, listed("methods"), listed("data_seeds"))
+    table, plots = report(roots, out, listed("methods"), listed("data_seeds"), cfg.get("control"))
     print(table)
     for p in plots:
         print("plot:", p)

@@ -116,3 +116,40 @@ def ci_table(rows: list[dict]) -> str:
                      f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r.get('base', '')} | {diff} | "
                      f"{excl} |")
     return "\n".join(lines) + "\n"
+
+
+def control_rows(runs: list[Run], control: str, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> list[dict]:
+    """Every method's paired difference to the ``control`` method (its label, e.g. ``RFT``: the control every
+    preference method must beat), same data seed, training seed and problems; [] if no run is that method."""
+    scores, order = method_scores(runs)
+    by_label = {(m if m == REFERENCE else m.label): m for m in order}
+    if control not in by_label:
+        return []
+    rows = []
+    for method in order:
+        label = method if method == REFERENCE else method.label
+        if label == control:
+            continue
+        # the reference is one "training seed" per data seed; pair it with every run of the control
+        mine = ({ds: {ts: runs_[0] for ts in scores[by_label[control]].get(ds, {})}
+                 for ds, runs_ in scores[method].items()} if method == REFERENCE else scores[method])
+        diff = paired_cells(mine, scores[by_label[control]])
+        if diff:
+            d = interval(diff, n_boot, level, seed)
+            rows.append({"method": label, "control": control, "diff": d["mean"], "ci_low": d["ci_low"],
+                         "ci_high": d["ci_high"], "excludes_zero": d["excludes_zero"], "n_runs": d["n_runs"],
+                         "level": level})
+    return rows
+
+
+def control_table(rows: list[dict]) -> str:
+    """Markdown of :func:`control_rows`."""
+    if not rows:
+        return ""
+    pct = round(100 * rows[0]["level"])
+    lines = [f"| method | − {rows[0]['control']} [{pct}% CI] | paired runs | excludes 0 |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['n_runs']} | "
+                     f"{'yes' if r['excludes_zero'] else 'no'} |")
+    return "\n".join(lines) + "\n"
