@@ -8,9 +8,8 @@ dirs() { ls -d outputs/multirun/"$1"/*/ 2>/dev/null | paste -sd, - || true; }
 report() { local out=$1; shift; OMP_NUM_THREADS=1 .venv/bin/fpa-report "$@" out="$out" > /dev/null; echo "wrote $out/report.md"; }
 
 d=$(dirs replication); [ -n "$d" ] && report docs/results/replication "runs=[$d]" control=RFT
-for sweep in long_horizon lr_grid; do
-  d=$(dirs $sweep); [ -n "$d" ] && report docs/results/$sweep "runs=[$d]"
-done
+d=$(dirs long_horizon); [ -n "$d" ] && report docs/results/long_horizon "runs=[$d]" "control='DPO [lr=1.5e-05]'"
+d=$(dirs lr_grid); [ -n "$d" ] && report docs/results/lr_grid "runs=[$d]"
 d=$(dirs lambda_side); r=$(dirs replication)
 # lambda 0 and 1 (both sides) are the replication's DPO and FPA-DPO runs (the same settings) on data seeds 1-3
 [ -n "$d" ] && report docs/results/lambda_side "runs=[$d,$r]" "methods=['DPO','FPA-DPO (*)']" "data_seeds=[1,2,3]"
