@@ -80,6 +80,10 @@ class Pass:
     def flops(self, size: ModelSize) -> int:
         return size.forward(self.tokens, self.projected, self.squared_lengths)
 
+    def __add__(self, other: "Pass") -> "Pass":
+        return Pass(self.tokens + other.tokens, self.projected + other.projected,
+                    self.squared_lengths + other.squared_lengths)
+
 
 def entry(size: ModelSize | None, *, seconds: float | None, generated: int = 0, policy: Pass | None = None,
           reference: Pass | None = None, backward: Pass | None = None, cached: bool = False) -> dict[str, Any]:
@@ -176,8 +180,7 @@ def rollout_entry(size: ModelSize | None, rollouts: Path, tokenizer) -> dict[str
             generated += int(r["n_tokens"])
             if r.get("behaviour_logprobs") is not None:  # the scoring forward
                 one.add([n_prompt + len(ids)], projected=len(ids))
-        both = Pass(both.tokens + one.tokens, both.projected + one.projected,
-                    both.squared_lengths + one.squared_lengths)
+        both += one
         rounds.append({"step": int(manifest["config"].get("step", 0)),
                        "flops": None if size is None else one.flops(size),
                        "seconds": float(stats.get("generation_seconds") or 0.0)})

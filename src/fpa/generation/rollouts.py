@@ -50,8 +50,8 @@ def round_problems(pool: list, n: int, seed: int, r: int) -> list[int]:
 
 @dataclass
 class LiveSampler:
-    """The live policy as a trajectory generator: samples with the ``hf`` backend's code, then scores the
-    samples' ids at temperature 1 (one more forward, counted in the ledger)."""
+    """The live policy as a trajectory generator: its engine samples (``hf``: the live module itself), then the
+    policy scores the samples' ids at temperature 1 (one more forward, counted in the ledger)."""
 
     policy: Any
     tokenizer: Any
@@ -60,12 +60,17 @@ class LiveSampler:
     model_path: str = ""  # what a separate engine loads first (vllm); the hf sampler is the live module itself
     tokens_per_second: float = 0.0
 
-    def sample(self, prompts, n=1, temperature=1.0, top_p=1.0, seed=0, desc="rollout"):
-        from fpa.generation.behaviour import score_samples
+    def engine(self):
+        """A generator that samples with the policy's current weights."""
         from fpa.generation.hf import HFGenerator
 
-        gen = HFGenerator(self.policy, self.tokenizer, batch_size=self.settings.batch_size,
-                          max_new_tokens=self.settings.max_new_tokens, progress=False)
+        return HFGenerator(self.policy, self.tokenizer, batch_size=self.settings.batch_size,
+                           max_new_tokens=self.settings.max_new_tokens, progress=False)
+
+    def sample(self, prompts, n=1, temperature=1.0, top_p=1.0, seed=0, desc="rollout"):
+        from fpa.generation.behaviour import score_samples
+
+        gen = self.engine()
         samples = gen.sample(prompts, n=n, temperature=temperature, top_p=top_p, seed=seed, desc=desc)
         self.tokens_per_second = gen.tokens_per_second
         score_samples(self.policy, samples, self.tokenizer.pad_token_id, batch_size=self.settings.batch_size,
@@ -78,24 +83,18 @@ class VLLMLiveSampler(LiveSampler):
     """A colocated vLLM engine (``rollout.backend=vllm``) loaded once from the reference, its weights replaced by
     the policy's before every round (:meth:`fpa.generation.vllm_backend.VLLMGenerator.update_weights`)."""
 
-    engine: Any = None
+    vllm: Any = None
 
-    def sample(self, prompts, n=1, temperature=1.0, top_p=1.0, seed=0, desc="rollout"):
-        from fpa.generation.behaviour import score_samples
-
-        if self.engine is None:
+    def engine(self):
+        if self.vllm is None:
             from fpa.generation.vllm_backend import VLLMGenerator
 
-            self.engine = VLLMGenerator.for_rollouts(self.model_path, self.tokenizer,
-                                                     batch_size=self.settings.batch_size,
-                                                     max_new_tokens=self.settings.max_new_tokens, progress=False,
-                                                     **self.settings.engine)
-        self.engine.update_weights(self.policy)
-        samples = self.engine.sample(prompts, n=n, temperature=temperature, top_p=top_p, seed=seed, desc=desc)
-        self.tokens_per_second = self.engine.tokens_per_second
-        score_samples(self.policy, samples, self.tokenizer.pad_token_id, batch_size=self.settings.batch_size,
-                      chunk_size=self.chunk_size)
-        return samples
+            self.vllm = VLLMGenerator.for_rollouts(self.model_path, self.tokenizer,
+                                                   batch_size=self.settings.batch_size,
+                                                   max_new_tokens=self.settings.max_new_tokens, progress=False,
+                                                   **self.settings.engine)
+        self.vllm.update_weights(self.policy)
+        return self.vllm
 
 
 SAMPLERS = {"hf": LiveSampler, "vllm": VLLMLiveSampler}
@@ -117,20 +116,14 @@ class RolloutData(L.LightningDataModule):
         self.out_dir, self.model_path, self.chunk_size = Path(out_dir), model_path, chunk_size
         self.collate = Collator(self.kind, tokenizer.pad_token_id, kl_rows=objective.needs_kl_rows, pack=data.pack)
         self.train_set: list[dict] = []
-        self.current_round: int | None = None
         self._sampler = None
 
     # -- one round ---------------------------------------------------------------------------------------------
     def _live_sampler(self):
-        if self._sampler is None:
-            policy = self.trainer.lightning_module.policy
-            from fpa.strategies import is_sharded
-
-            if is_sharded(self.trainer.lightning_module):
-                raise InputError("train.rollout_every: rollouts need the whole policy on one device; sharded "
-                                 "training (trainer=fsdp) splits it")
-            self._sampler = SAMPLERS[self.settings.backend](policy, self.tokenizer, self.settings,
-                                                            chunk_size=self.chunk_size, model_path=self.model_path)
+        if self._sampler is None:  # sharded training is refused when the config is built (fpa.config.rules)
+            self._sampler = SAMPLERS[self.settings.backend](self.trainer.lightning_module.policy, self.tokenizer,
+                                                            self.settings, chunk_size=self.chunk_size,
+                                                            model_path=self.model_path)
         return self._sampler
 
     def write_round(self, r: int) -> Path:
@@ -172,7 +165,7 @@ class RolloutData(L.LightningDataModule):
             values = row_values(ex, self.kind, "behaviour")
             if values is not None:
                 ex[BEHAVIOUR] = torch.tensor(values, dtype=torch.float32)
-        self.train_set, self.current_round = built.train_set, r
+        self.train_set = built.train_set
         return built.train_set
 
     # -- Lightning ---------------------------------------------------------------------------------------------
@@ -198,9 +191,8 @@ class RolloutLoader:
 
     def order(self, n: int, r: int, n_batches: int) -> list[list[int]]:
         """Round ``r``'s global micro-batches of ``batch × replicas`` indices into its ``n`` examples: shuffled
-        passes seeded by (seed, r, pass), concatenated until ``n_batches`` are full."""
-        if n == 0:
-            raise InputError(f"rollout round {r} gives no training examples; raise rollout.k or rollout.n_problems")
+        passes seeded by (seed, r, pass), concatenated until ``n_batches`` are full (``n`` > 0: an empty round is
+        refused by :meth:`RolloutData.round_examples`)."""
         g = self.data.batch_size * self.num_replicas
         flat: list[int] = []
         shuffle = SeededShuffle(n, self.data.seed * 1_000_003 + r * ROUND_SEED)

@@ -14,7 +14,6 @@ ledger. ``training_flops`` is the same sum at the last step: the run's total wit
 
 from __future__ import annotations
 
-
 import pandas as pd
 
 from fpa.reporting.runs import Run
@@ -70,7 +69,6 @@ def curve_points(runs: list[Run]) -> pd.DataFrame:
                 rows.append({"run": str(r.path), "method": r.label, "data_seed": r.data_seed, "seed": r.seed,
                              "step": int(step), "flops": flops, "pass@1": float(value)})
     return pd.DataFrame(rows, columns=["run", "method", "data_seed", "seed", "step", "flops", "pass@1"])
-
 
 
 def training_seconds(run: Run) -> float | None:
