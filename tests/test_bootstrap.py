@@ -106,12 +106,12 @@ def _samples(path, scores, k=4):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _run(root, name, objective, lam, ds, ts, scores, ref_scores, guard=None):
+def _run(root, name, objective, lam, ds, ts, scores, ref_scores, guard=None, apply_to="both"):
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
         {"objective": {"_target_": f"fpa.objectives.x.{objective}"},
-         "fpa": {"lam": lam, "apply_to": "both", "guard": guard}, "seed": ts, "data_seed": ds}))
+         "fpa": {"lam": lam, "apply_to": apply_to, "guard": guard}, "seed": ts, "data_seed": ds}))
     (d / "status.json").write_text(json.dumps({"status": "finished"}))
     ref_dir = root / f"ref-{ds}"
     _samples(ref_dir / "samples" / "arith.jsonl", ref_scores)
@@ -183,3 +183,35 @@ def test_curve_bands_are_the_mean_of_means_with_a_bootstrap_interval(tmp_path):
     assert band.loc[10, "mean"] == pytest.approx((0.6 + 0.3) / 2) and band.loc[0, "mean"] == pytest.approx(0.35)
     assert band.loc[10, "low"] >= 0.3 - 1e-12 and band.loc[10, "high"] <= 0.7 + 1e-12
     assert band.loc[10, "low"] < band.loc[10, "mean"] < band.loc[10, "high"] and band.loc[10, "n_runs"] == 3
+
+
+def test_pass1_against_lambda_pairs_each_lambda_with_its_base(tmp_path):
+    from fpa.cli.report import report
+    from fpa.reporting.lambda_curve import lambda_points, lambda_table
+    from fpa.reporting.runs import load_runs
+
+    root = tmp_path / "multirun"
+    ref = {f"p{i}": (i % 5) / 4 for i in range(40)}
+    gains = {(0.0, "both"): 0.0, (0.5, "both"): 0.25, (2.0, "both"): 0.5, (1.0, "rejected"): 0.75}
+    n = 0
+    for ds in range(2):
+        for (lam, side), gain in gains.items():  # DPO at 0.25 below the reference, FPA lifts every problem
+            scores = {p: min(1.0, max(0.0, v - 0.25) + gain) for p, v in ref.items()}
+            _run(root, str(n), "DPO", lam, ds, 0, scores, ref, apply_to=side)
+            n += 1
+        _run(root, str(n), "DPO", 2.0, ds, 0, ref, ref, guard="future")  # guarded: not a point of the curve
+        n += 1
+    points = lambda_points(load_runs([root]), n_boot=200)
+    assert len(points) == 4 and set(points.family) == {"DPO"}
+    for (lam, side), gain in gains.items():
+        row = points[(points.lam == lam) & (points.side == side)].iloc[0]
+        expect = np.mean([min(1.0, max(0.0, v - 0.25) + gain) for v in ref.values()])
+        assert row["mean"] == pytest.approx(expect) and row.n_runs == 2
+        base = np.mean([max(0.0, v - 0.25) for v in ref.values()])
+        assert (np.isnan(row["diff"]) if lam == 0 else row["diff"] == pytest.approx(expect - base))
+    assert "| DPO | both | 2 | 2 |" in lambda_table(points) and "| DPO | rejected | 1 | 2 |" in lambda_table(points)
+    assert lambda_table(points[points.lam != 2.0]) == ""  # two λ values on side both: no curve
+
+    table, plots = report([str(root)], tmp_path / "out")
+    assert "against FPA's λ" in table and (tmp_path / "out" / "lambda.csv").exists()
+    assert "pass1_vs_lambda.png" in {p.name for p in plots}

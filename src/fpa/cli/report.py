@@ -15,6 +15,7 @@ from fpa.cli.app import hydra_app
 from fpa.guards import ConfigError
 
 from fpa.reporting.compute_curves import compute_table
+from fpa.reporting.lambda_curve import lambda_curve, lambda_points, lambda_table
 from fpa.reporting.methods import ci_rows, ci_table, control_rows, control_table
 from fpa.reporting.paired import difference_table
 from fpa.reporting.plots import all_plots, compute_points
@@ -55,6 +56,11 @@ def report(roots: list[str], out: Path, methods: list[str] | None = None,
         versus = control_rows(runs, control)
         table += (f"\nEvery method against {control} (the control), paired by data seed, training seed and problem:"
                   f"\n\n{control_table(versus)}" if versus else f"\nNo finished run of the control {control!r}.\n")
+    by_lambda = lambda_points(runs)
+    if lambda_table(by_lambda):
+        by_lambda.to_csv(out / "lambda.csv", index=False)
+        table += ("\nHeld-out pass@1 against FPA's λ (`lambda.csv`, `pass1_vs_lambda.png`; guarded runs left out), "
+                  "mean and 95% CI as above; − λ=0: paired with the base objective:\n\n" + lambda_table(by_lambda))
     paired = difference_table(runs)
     if paired:
         table += "\nEach run against its reference, on the same problems:\n\n" + paired
@@ -64,7 +70,8 @@ def report(roots: list[str], out: Path, methods: list[str] | None = None,
         table += ("\nCompute (the ledger, `compute.csv`; the one-off warm start and generation charged in full to "
                   "every run that uses them):\n\n" + compute_table(points))
     (out / "report.md").write_text(table)
-    return table, all_plots(runs, out, frame)
+    plots = all_plots(runs, out, frame)
+    return table, plots + [p for p in [lambda_curve(by_lambda, out / "pass1_vs_lambda.png")] if p is not None]
 
 
 def check(cfg: DictConfig) -> tuple[list[str], Path]:
