@@ -15,13 +15,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
 
-from fpa.reporting.bootstrap import interval, paired_cells  # noqa: E402
-from fpa.reporting.methods import REFERENCE, Method, method_scores  # noqa: E402
-from fpa.reporting.runs import Run  # noqa: E402
+from fpa.reporting.bootstrap import interval, paired_cells
+from fpa.reporting.methods import REFERENCE, Method, method_scores
+from fpa.reporting.runs import Run
 
 _SIDE_MARKERS = {"both": "o", "rejected": "v", "chosen": "^"}
 _SIDE_SHIFT = {"rejected": 0.92, "chosen": 1.08}
