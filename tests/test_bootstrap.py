@@ -162,6 +162,8 @@ def test_report_ci_table_on_synthetic_runs(tmp_path):
 
     table, plots = report([str(root)], tmp_path / "out", control="DPO")
     assert "Every method against DPO" in table and "| FPA-DPO (λ=1) + guard |" in table.split("against DPO")[1]
+    table, plots = report([str(root)], tmp_path / "out", control=["DPO", "FPA-DPO (λ=1)"])  # two controls
+    assert "against DPO" in table and "| DPO | " in table.split("against FPA-DPO (λ=1)")[1]
     table, plots = report([str(root)], tmp_path / "out")
     assert "| FPA-DPO (λ=1) + guard | 3 | 6 | 60 |" in table
     assert "pass1_bands.png" not in {p.name for p in plots}  # no curves logged in these runs

@@ -34,7 +34,7 @@ def select(runs: list, methods: list[str] | None = None, data_seeds: list[int] |
 
 
 def report(roots: list[str], out: Path, methods: list[str] | None = None,
-           data_seeds: list[int] | None = None, control: str | None = None) -> tuple[str, list[Path]]:
+           data_seeds: list[int] | None = None, control: str | list[str] | None = None) -> tuple[str, list[Path]]:
     runs = select(load_runs(roots), methods, data_seeds)
     if not runs:
         raise SystemExit(f"fpa-report: no run directories under {', '.join(map(str, roots))}"
@@ -52,10 +52,10 @@ def report(roots: list[str], out: Path, methods: list[str] | None = None,
                   "(data seeds, then training seeds, then problems); − base: the paired difference to the same "
                   "method without its last addition (FPA-X: X; + guard: without the guard), same data seed, "
                   "training seed and problems:\n\n" + ci_table(rows))
-    if control:
-        versus = control_rows(runs, control)
-        table += (f"\nEvery method against {control} (the control), paired by data seed, training seed and problem:"
-                  f"\n\n{control_table(versus)}" if versus else f"\nNo finished run of the control {control!r}.\n")
+    for one in [control] if isinstance(control, str) else control or []:
+        versus = control_rows(runs, one)
+        table += (f"\nEvery method against {one} (the control), paired by data seed, training seed and problem:"
+                  f"\n\n{control_table(versus)}" if versus else f"\nNo finished run of the control {one!r}.\n")
     by_lambda = lambda_points(runs)
     if lambda_table(by_lambda):
         by_lambda.to_csv(out / "lambda.csv", index=False)
@@ -100,7 +100,7 @@ def main(cfg: DictConfig) -> None:
         value = cfg.get(key)
         return None if value is None else list(value) if isinstance(value, ListConfig) else [value]
 
-    table, plots = report(roots, out, listed("methods"), listed("data_seeds"), cfg.get("control"))
+    table, plots = report(roots, out, listed("methods"), listed("data_seeds"), listed("control"))
     print(table)
     for p in plots:
         print("plot:", p)
