@@ -14,10 +14,12 @@ d=$(dirs long_horizon); [ -n "$d" ] && report docs/results/long_horizon "runs=[$
 d=$(dirs lr_grid); [ -n "$d" ] && report docs/results/lr_grid "runs=[$d]"
 d=$(dirs lambda_side); r=$(dirs replication)
 # lambda 0 and 1 (both sides) are the replication's DPO and FPA-DPO runs (the same settings) on data seeds 1-3
-[ -n "$d" ] && report docs/results/lambda_side "runs=[$d,$r]" "methods=['DPO','FPA-DPO (*)','RFT']" \
-  "data_seeds=[1,2,3]" "control=['RFT','FPA-DPO (λ=1)']"
+# (the replication's DPO at its tuned lr, 3e-6, too: every DPO-family label carries its lr)
+[ -n "$d" ] && report docs/results/lambda_side "runs=[$d,$r]" "methods=['DPO *','FPA-DPO (λ=*) [*]','RFT *']" \
+  "data_seeds=[1,2,3]" "control=['RFT [lr=3e-05]','RFT [lr=0.0001]','FPA-DPO (λ=1) [lr=3e-05]','DPO [lr=3e-06]']"
 # lambda 5, the best on data seeds 1-3, checked on data seeds 4 and 5 (not used to choose it)
 [ -n "$d" ] && report docs/results/lambda_side/holdout "runs=[$d,$r]" \
-  "methods=['DPO','FPA-DPO (λ=1)','FPA-DPO (λ=5)','RFT']" "data_seeds=[4,5]" "control=['RFT','FPA-DPO (λ=1)']"
+  "methods=['DPO *','FPA-DPO (λ=1) [*]','FPA-DPO (λ=5) [*]','RFT *']" "data_seeds=[4,5]" \
+  "control=['RFT [lr=3e-05]','RFT [lr=0.0001]','FPA-DPO (λ=1) [lr=3e-05]','DPO [lr=3e-06]']"
 d=$(dirs online_vs_offline); [ -n "$d" ] && report docs/results/online "runs=[$d]"
 exit 0
