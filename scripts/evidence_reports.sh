@@ -10,7 +10,8 @@ report() { local out=$1; shift; OMP_NUM_THREADS=1 .venv/bin/fpa-report "$@" out=
 # the replication at lr 3e-5, and DPO, SimPER and RFT also at their best lr of the grid on data_seed 0 (lr_grid)
 d=$(dirs replication); [ -n "$d" ] && report docs/results/replication "runs=[$d]" \
   "control=['RFT [lr=3e-05]','RFT [lr=0.0001]','DPO [lr=3e-06]','SimPER [lr=3e-06]']"
-d=$(dirs long_horizon); [ -n "$d" ] && report docs/results/long_horizon "runs=[$d]" "control='DPO [lr=1.5e-05]'"
+d=$(dirs long_horizon); [ -n "$d" ] && report docs/results/long_horizon "runs=[$d]" \
+  "control=['DPO [lr=1.5e-05]','FPA-DPO (λ=1) [lr=3e-05]','FPA-DPO (λ=1) + guard@current [lr=3e-05]']"
 d=$(dirs lr_grid); [ -n "$d" ] && report docs/results/lr_grid "runs=[$d]"
 d=$(dirs lambda_side); r=$(dirs replication)
 # lambda 0 and 1 (both sides) are the replication's DPO and FPA-DPO runs (the same settings) on data seeds 1-3
