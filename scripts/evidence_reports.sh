@@ -22,5 +22,5 @@ d=$(dirs lambda_side); r=$(dirs replication)
 [ -n "$d" ] && report docs/results/lambda_side/holdout "runs=[$d,$r]" \
   "methods=['DPO *','FPA-DPO (λ=1) [*]','FPA-DPO (λ=5) [*]','RFT *']" "data_seeds=[4,5]" \
   "control=['RFT [lr=3e-05]','RFT [lr=0.0001]','FPA-DPO (λ=1) [lr=3e-05]','DPO [lr=3e-06]']"
-d=$(dirs online_vs_offline); [ -n "$d" ] && report docs/results/online "runs=[$d]"
+d=$(dirs online_vs_offline); [ -n "$d" ] && report docs/results/online "runs=[$d]" "control='GRPO [rollout_every=1]'"
 exit 0
