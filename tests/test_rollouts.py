@@ -250,3 +250,22 @@ def test_vllm_rollouts_reload_the_policy_every_round(smoke_cfg, models, tmp_path
             assert a["completion_ids"] == b["completion_ids"] and a["reward"] == b["reward"]
             assert a["behaviour_logprobs"] == pytest.approx(b["behaviour_logprobs"], abs=1e-6)
             assert (a["generator"]["backend"], b["generator"]["backend"]) == ("hf", "vllm")
+
+
+def test_each_training_seed_draws_its_own_rounds(smoke_cfg, models, tmp_path):
+    """Training seeds are replications online too: with one batch per round (GRPO) the order within a round
+    changes nothing, so the rounds' problems and samples must follow ``seed``; ``rollout.seed`` pins them."""
+    from fpa.generation.rollouts import round_problems
+
+    seeds = {s: train_parts(smoke_cfg("train.rollout_every=2", f"seed={s}")).rollout.seed for s in (0, 1)}
+    assert seeds == {0: 0, 1: 1}
+    assert train_parts(smoke_cfg("train.rollout_every=2", "seed=1", "rollout.seed=0")).rollout.seed == 0
+    pool = list(range(64))
+    assert round_problems(pool, 8, seeds[0], 0) != round_problems(pool, 8, seeds[1], 0)
+    problems = {}
+    for s in (0, 1):
+        run_dir = tmp_path / f"seed{s}"
+        _run(smoke_cfg, models["warm"], run_dir, Recorder(), f"seed={s}", "train.max_steps=2")
+        (records,) = _records(run_dir).values()
+        problems[s] = [r["problem_id"] for r in records]
+    assert problems[0] != problems[1]
