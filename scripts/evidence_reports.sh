@@ -23,6 +23,8 @@ d=$(dirs lambda_side); r=$(dirs replication)
   "methods=['DPO *','FPA-DPO (λ=1) [*]','FPA-DPO (λ=5) [*]','RFT *']" "data_seeds=[4,5]" \
   "control=['RFT [lr=3e-05]','RFT [lr=0.0001]','FPA-DPO (λ=1) [lr=3e-05]','DPO [lr=3e-06]']"
 d=$(dirs online_vs_offline); [ -n "$d" ] && report docs/results/online "runs=[$d]" "control='GRPO [rollout_every=1]'"
-# GRPO continued to 800 steps (data seed 1, training seed 0): does its curve plateau?
-d=$(dirs online_long); [ -n "$d" ] && report docs/results/online/grpo_800 "runs=[$d]"
+# GRPO run to 800 steps on the same cells (where its curve levels off), beside GRPO at 400 and offline (FPA-)DPO
+d=$(dirs online_long); o=$(dirs online_vs_offline)
+[ -n "$d" ] && [ -n "$o" ] && report docs/results/online/grpo_800 "runs=[$o,$d]" "methods=['DPO','FPA-DPO (λ=1)','GRPO *']" \
+  "control=['GRPO [rollout_every=1, sweep=online_long, max_steps=800]','GRPO [rollout_every=1, sweep=online_vs_offline, max_steps=400]']"
 exit 0
